@@ -1,0 +1,161 @@
+"""Settings: read once from the environment (and `.env`), validated at start-up.
+
+Nothing else in the engine reads `os.environ`; everything gets a `Settings`.
+A bad value stops start-up with a message naming the variable.
+"""
+from __future__ import annotations
+
+import dataclasses
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable, Mapping
+
+from dotenv import dotenv_values
+
+DEFAULT_DATABASE_URL = "sqlite:///var/orderengine.db"
+
+
+class ConfigError(ValueError):
+    """A setting has a value the engine cannot run with."""
+
+
+@dataclass(frozen=True)
+class Settings:
+    port: int = 3000
+    host: str = "127.0.0.1"
+    database_url: str = DEFAULT_DATABASE_URL
+    redis_url: str | None = None
+    mock_fail_rate: float = 0.0
+    mock_quote_latency_ms: int = 200
+    mock_exec_latency_ms: int = 2500
+    max_attempts: int = 3
+    retry_backoff_ms: int = 500
+    worker_concurrency: int = 10
+    max_orders_per_minute: int | None = None
+    quote_timeout_ms: int = 2000
+    venues: tuple[str, ...] | None = None
+    market_seed: int = 7
+    log_level: str = "INFO"
+    web_concurrency: int = 2
+    web_threads: int = 256
+    #: a worker whose heartbeat is older than this is dead; its orders are taken over
+    worker_dead_after_ms: int = 10_000
+    #: a queued step nobody picked up after this long is presumed lost and re-queued
+    lost_task_after_ms: int = 30_000
+    sweep_interval_ms: int = 2_000
+    environ: Mapping[str, str] = field(default_factory=dict, repr=False, compare=False)
+
+    @property
+    def embedded(self) -> bool:
+        """No Redis: queue and pub/sub live in this process."""
+        return self.redis_url is None
+
+    def replace(self, **changes: Any) -> "Settings":
+        return dataclasses.replace(self, **changes)
+
+
+def _int(lo: int | None = None, hi: int | None = None) -> Callable[[str], int]:
+    def parse(raw: str) -> int:
+        try:
+            value = int(raw.strip())
+        except ValueError:
+            raise ConfigError(f"must be an integer, got {raw!r}") from None
+        if lo is not None and value < lo:
+            raise ConfigError(f"must be >= {lo}, got {value}")
+        if hi is not None and value > hi:
+            raise ConfigError(f"must be <= {hi}, got {value}")
+        return value
+    return parse
+
+
+def _rate(raw: str) -> float:
+    try:
+        value = float(raw.strip())
+    except ValueError:
+        raise ConfigError(f"must be a number between 0 and 1, got {raw!r}") from None
+    if not 0.0 <= value <= 1.0:
+        raise ConfigError(f"must be between 0 and 1, got {raw!r}")
+    return value
+
+
+def _database_url(raw: str) -> str:
+    url = raw.strip()
+    for prefix in ("postgres://", "postgresql://"):
+        if url.startswith(prefix):
+            return "postgresql+psycopg://" + url[len(prefix):]
+    if not (url.startswith("sqlite:") or url.startswith("postgresql+psycopg:")):
+        raise ConfigError(f"must be a sqlite:/// or postgresql:// URL, got {raw!r}")
+    return url
+
+
+def _redis_url(raw: str) -> str | None:
+    url = raw.strip()
+    if not url:
+        return None
+    if not url.startswith(("redis://", "rediss://", "unix://")):
+        raise ConfigError(f"must be a redis:// URL, got {raw!r}")
+    return url
+
+
+def _names(raw: str) -> tuple[str, ...] | None:
+    names = tuple(n.strip() for n in raw.split(",") if n.strip())
+    return names or None
+
+
+def _log_level(raw: str) -> str:
+    level = raw.strip().upper()
+    if level not in {"DEBUG", "INFO", "WARNING", "ERROR"}:
+        raise ConfigError(f"must be DEBUG, INFO, WARNING or ERROR, got {raw!r}")
+    return level
+
+
+#: environment variable -> (Settings field, parser)
+VARIABLES: dict[str, tuple[str, Callable[[str], Any]]] = {
+    "PORT": ("port", _int(1, 65535)),
+    "HOST": ("host", str.strip),
+    "DATABASE_URL": ("database_url", _database_url),
+    "REDIS_URL": ("redis_url", _redis_url),
+    "MOCK_FAIL_RATE": ("mock_fail_rate", _rate),
+    "MOCK_QUOTE_LATENCY_MS": ("mock_quote_latency_ms", _int(0, 600_000)),
+    "MOCK_EXEC_LATENCY_MS": ("mock_exec_latency_ms", _int(0, 600_000)),
+    "MAX_ATTEMPTS": ("max_attempts", _int(1, 100)),
+    "RETRY_BACKOFF_MS": ("retry_backoff_ms", _int(0, 3_600_000)),
+    "WORKER_CONCURRENCY": ("worker_concurrency", _int(1, 1000)),
+    "MAX_ORDERS_PER_MINUTE": ("max_orders_per_minute", _int(1)),
+    "QUOTE_TIMEOUT_MS": ("quote_timeout_ms", _int(1, 600_000)),
+    "VENUES": ("venues", _names),
+    "MARKET_SEED": ("market_seed", _int()),
+    "LOG_LEVEL": ("log_level", _log_level),
+    "WEB_CONCURRENCY": ("web_concurrency", _int(1, 64)),
+    "WEB_THREADS": ("web_threads", _int(1, 10_000)),
+    "WORKER_DEAD_AFTER_MS": ("worker_dead_after_ms", _int(1000)),
+    "LOST_TASK_AFTER_MS": ("lost_task_after_ms", _int(1000)),
+    "SWEEP_INTERVAL_MS": ("sweep_interval_ms", _int(100)),
+}
+
+
+def load_settings(environ: Mapping[str, str] | None = None,
+                  dotenv_path: str | os.PathLike[str] | None = ".env") -> Settings:
+    """Settings from `.env` (when present) overlaid by the process environment."""
+    merged: dict[str, str] = {}
+    if dotenv_path and Path(dotenv_path).is_file():
+        merged.update({k: v for k, v in dotenv_values(dotenv_path).items() if v is not None})
+    merged.update(os.environ if environ is None else environ)
+    return settings_from(merged)
+
+
+def settings_from(values: Mapping[str, str]) -> Settings:
+    kwargs: dict[str, Any] = {}
+    errors = []
+    for name, (attr, parse) in VARIABLES.items():
+        raw = values.get(name)
+        if raw is None or (raw.strip() == "" and name != "REDIS_URL"):
+            continue
+        try:
+            kwargs[attr] = parse(raw)
+        except ConfigError as exc:
+            errors.append(f"{name} {exc}")
+    if errors:
+        raise ConfigError("invalid configuration: " + "; ".join(errors))
+    return Settings(environ=dict(values), **kwargs)
