@@ -1,0 +1,137 @@
+"""One exception hierarchy with stable codes.
+
+Every error a client or an order can see is one of these; `code` is the stable
+string clients match on, `http_status` is how the API answers it, and
+`retryable` is how the worker treats it when it ends an execution attempt.
+"""
+from __future__ import annotations
+
+from typing import Any
+
+
+class EngineError(Exception):
+    code = "INTERNAL_ERROR"
+    http_status = 500
+    retryable = False
+
+    def __init__(self, message: str | None = None, **details: Any) -> None:
+        super().__init__(message or self.__class__.__doc__ or self.code)
+        self.message = message or (self.__class__.__doc__ or self.code).strip()
+        self.details = details
+
+    def to_dict(self) -> dict[str, Any]:
+        body: dict[str, Any] = {"code": self.code, "message": self.message}
+        body.update(self.details)
+        return body
+
+
+# --- what a client sent -------------------------------------------------------
+
+class ValidationError(EngineError):
+    """The request is not valid."""
+    code = "VALIDATION_ERROR"
+    http_status = 400
+
+    def __init__(self, message: str = "The request is not valid.",
+                 fields: dict[str, list[str]] | None = None) -> None:
+        super().__init__(message, **({"fields": fields} if fields else {}))
+        self.fields = fields or {}
+
+
+class NotFound(EngineError):
+    """No such resource."""
+    code = "NOT_FOUND"
+    http_status = 404
+
+
+class OrderNotFound(NotFound):
+    """No order has this id."""
+    code = "ORDER_NOT_FOUND"
+
+
+class MethodNotAllowed(EngineError):
+    """This method is not allowed on this resource."""
+    code = "METHOD_NOT_ALLOWED"
+    http_status = 405
+
+
+class PayloadTooLarge(EngineError):
+    """The request body is over 64 KiB."""
+    code = "PAYLOAD_TOO_LARGE"
+    http_status = 413
+
+
+class UnsupportedMediaType(EngineError):
+    """The request body must be JSON (Content-Type: application/json)."""
+    code = "UNSUPPORTED_MEDIA_TYPE"
+    http_status = 415
+
+
+class IdempotencyConflict(EngineError):
+    """This Idempotency-Key was already used with a different request body."""
+    code = "IDEMPOTENCY_CONFLICT"
+    http_status = 422
+
+
+class ServiceUnavailable(EngineError):
+    """A dependency (database, queue) is not answering; nothing was changed."""
+    code = "SERVICE_UNAVAILABLE"
+    http_status = 503
+
+
+# --- what happened to an order ------------------------------------------------
+
+class ExecutionError(EngineError):
+    """An execution attempt failed."""
+    code = "EXECUTION_ERROR"
+    http_status = 502
+    retryable = True
+
+
+class NoRoute(ExecutionError):
+    """No venue returned a usable quote."""
+    code = "NO_ROUTE"
+
+
+class InsufficientLiquidity(ExecutionError):
+    """No venue holds enough liquidity for this order."""
+    code = "INSUFFICIENT_LIQUIDITY"
+    retryable = False
+
+
+class SlippageExceeded(ExecutionError):
+    """The swap would pay out less than minAmountOut."""
+    code = "SLIPPAGE_EXCEEDED"
+
+
+class TransactionFailed(ExecutionError):
+    """The transaction failed on chain."""
+    code = "TX_FAILED"
+
+
+class VenueUnavailable(ExecutionError):
+    """The venue did not answer."""
+    code = "VENUE_UNAVAILABLE"
+
+
+class ConfirmationTimeout(ExecutionError):
+    """The transaction was not confirmed in time and has expired."""
+    code = "CONFIRMATION_TIMEOUT"
+
+
+def error_from_dict(body: dict[str, Any]) -> ExecutionError:
+    """Rebuild an execution error from its stored form (code + message)."""
+    for cls in _all_subclasses(ExecutionError):
+        if cls.code == body.get("code"):
+            return cls(body.get("message"))
+    err = ExecutionError(body.get("message"))
+    err.code = body.get("code", ExecutionError.code)
+    return err
+
+
+def _all_subclasses(cls: type) -> list[type]:
+    out = []
+    for sub in cls.__subclasses__():
+        out.append(sub)
+        out.extend(_all_subclasses(sub))
+    return out

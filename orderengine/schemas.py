@@ -1,0 +1,216 @@
+"""What clients send, validated into value objects.
+
+Every check on client input lives here so that a view only calls a `parse_*`
+function and gets either a value object or an `errors.ValidationError` naming
+each bad field by its API (camelCase) name. Amounts are `Decimal` from the
+first byte: a float is read through its shortest repr, never `Decimal(float)`.
+"""
+from __future__ import annotations
+
+import re
+import unicodedata
+from dataclasses import dataclass
+from decimal import Decimal
+from typing import Any
+
+import marshmallow
+from marshmallow import fields, validate, validates_schema
+
+from orderengine.amounts import decimal_str
+from orderengine.errors import ValidationError
+from orderengine.tokens import TOKENS, U64_MAX, Token, find_token
+
+ORDER_TYPES = ("MARKET",)
+DEFAULT_SLIPPAGE_BPS = 50
+MAX_SLIPPAGE_BPS = 10_000
+CLIENT_ORDER_ID_MAX = 64
+
+_PLAIN_DECIMAL = re.compile(r"[+-]?(?:[0-9]+(?:\.[0-9]*)?|\.[0-9]+)")
+_SINCE = re.compile(r"[0-9]{1,18}")
+_UUID = re.compile(r"[0-9a-fA-F]{8}-(?:[0-9a-fA-F]{4}-){3}[0-9a-fA-F]{12}")
+_NOT_FINITE = frozenset({"nan", "snan", "inf", "infinity"})
+_MISSING = "Missing data for required field."
+
+
+@dataclass(frozen=True)
+class OrderRequest:
+    type: str
+    token_in: Token
+    token_out: Token
+    amount_in: Decimal
+    slippage_bps: int
+    client_order_id: str | None
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "type": self.type,
+            "tokenIn": self.token_in.symbol,
+            "tokenOut": self.token_out.symbol,
+            "amountIn": decimal_str(self.amount_in),
+            "slippageBps": self.slippage_bps,
+            "clientOrderId": self.client_order_id,
+        }
+
+
+def _echo(value: object) -> str:
+    """Client text quoted back in a message, cut short so a message stays a message."""
+    text = str(value)
+    return text if len(text) <= 64 else text[:61] + "..."
+
+
+class TokenField(fields.Field):
+    """A token by symbol (any case) or exact mint address."""
+
+    def _deserialize(self, value: Any, attr: str | None, data: Any, **kwargs: Any) -> Token:
+        if not isinstance(value, str):
+            raise marshmallow.ValidationError("Not a valid string.")
+        token = find_token(value)
+        if token is None:
+            supported = ", ".join(t.symbol for t in TOKENS)
+            raise marshmallow.ValidationError(
+                f"Unknown token '{_echo(value)}'; supported: {supported} (or their mint addresses).")
+        return token
+
+
+class AmountField(fields.Field):
+    """A positive, finite amount as an exact Decimal.
+
+    Accepts a JSON number (int, or float read through its repr so 0.1 stays
+    0.1) or a plain decimal string such as "1.5" or "-2" (the sign is parsed
+    so a negative gets a clear "must be greater than 0"). Rejected: booleans,
+    NaN/Infinity in any form, strings with an exponent ("1e3"), hex,
+    whitespace and empty strings - the API writes amounts as plain decimals
+    and reads them the same way. Precision and size depend on the token and
+    are checked by the schema.
+    """
+
+    default_error_messages = {
+        "invalid": "Not a valid amount; send a JSON number or a decimal string like \"1.5\".",
+        "not_finite": "Amount must be a finite number.",
+        "not_positive": "Amount must be greater than 0.",
+    }
+
+    def _deserialize(self, value: Any, attr: str | None, data: Any, **kwargs: Any) -> Decimal:
+        if isinstance(value, bool):
+            raise self.make_error("invalid")
+        if isinstance(value, int):
+            amount = Decimal(value)
+        elif isinstance(value, float):
+            amount = Decimal(repr(value))
+        elif isinstance(value, Decimal):  # the API decodes JSON numbers with their exact digits
+            amount = value
+        elif isinstance(value, str) and _PLAIN_DECIMAL.fullmatch(value):
+            amount = Decimal(value)
+        elif isinstance(value, str) and value.strip().lstrip("+-").lower() in _NOT_FINITE:
+            raise self.make_error("not_finite")
+        else:
+            raise self.make_error("invalid")
+        if not amount.is_finite():
+            raise self.make_error("not_finite")
+        if amount <= 0:
+            raise self.make_error("not_positive")
+        return _canonical(amount)
+
+
+def _canonical(amount: Decimal) -> Decimal:
+    """The same value without trailing fractional zeros or a positive exponent.
+
+    Built from the digit tuple, not with normalize()/quantize(), which round
+    to the context's 28 digits and could silently change a long input.
+    """
+    sign, digits, exponent = amount.as_tuple()
+    assert isinstance(exponent, int)
+    digits = list(digits)
+    while exponent < 0 and len(digits) > 1 and digits[-1] == 0:
+        digits.pop()
+        exponent += 1
+    if exponent > 0:
+        digits += [0] * exponent
+        exponent = 0
+    return Decimal((sign, tuple(digits), exponent))
+
+
+def _no_control_chars(value: str) -> None:
+    if any(unicodedata.category(ch) == "Cc" for ch in value):
+        raise marshmallow.ValidationError("Must not contain control characters.")
+
+
+def _order_type(value: str) -> None:
+    if value not in ORDER_TYPES:
+        raise marshmallow.ValidationError(
+            f"Unsupported order type '{_echo(value)}'; supported: {', '.join(ORDER_TYPES)}.")
+
+
+class OrderRequestSchema(marshmallow.Schema):
+    """The body of POST /api/orders/execute; unknown fields are an error (RAISE is the default)."""
+
+    type = fields.String(required=True, validate=_order_type)
+    token_in = TokenField(required=True, data_key="tokenIn")
+    token_out = TokenField(required=True, data_key="tokenOut")
+    amount_in = AmountField(required=True, data_key="amountIn")
+    slippage_bps = fields.Integer(
+        strict=True, load_default=DEFAULT_SLIPPAGE_BPS, data_key="slippageBps",
+        error_messages={"invalid": "Not a valid integer; send a whole number of basis points."},
+        validate=validate.Range(0, MAX_SLIPPAGE_BPS,
+                                error=f"Must be between 0 and {MAX_SLIPPAGE_BPS} basis points."))
+    client_order_id = fields.String(
+        allow_none=True, load_default=None, data_key="clientOrderId",
+        validate=[validate.Length(1, CLIENT_ORDER_ID_MAX), _no_control_chars])
+
+    # Cross-field checks run even when other fields failed, so one answer lists every problem.
+    @validates_schema(skip_on_field_errors=False)
+    def _tokens_differ(self, data: dict[str, Any], **kwargs: Any) -> None:
+        if "token_in" in data and data.get("token_out") == data["token_in"]:
+            raise marshmallow.ValidationError("tokenOut must differ from tokenIn.", "token_out")
+
+    @validates_schema(skip_on_field_errors=False)
+    def _amount_fits_token(self, data: dict[str, Any], **kwargs: Any) -> None:
+        token, amount = data.get("token_in"), data.get("amount_in")
+        if token is None or amount is None:
+            return
+        places = max(0, -amount.as_tuple().exponent)  # canonical: no trailing zeros
+        if places > token.decimals:
+            raise marshmallow.ValidationError(
+                f"Too many decimal places: {token.symbol} has {token.decimals}.", "amount_in")
+        if amount > token.from_base(U64_MAX):
+            raise marshmallow.ValidationError(
+                f"Amount is too large: at most {decimal_str(token.from_base(U64_MAX))} {token.symbol}.",
+                "amount_in")
+
+
+_ORDER_SCHEMA = OrderRequestSchema()
+
+
+def parse_order_request(payload: object) -> OrderRequest:
+    """Validate a decoded JSON body; raise ValidationError(message, fields={field: [messages]})."""
+    try:
+        # Any JSON value may arrive; marshmallow reports a non-object as "_schema".
+        data = _ORDER_SCHEMA.load(payload)  # type: ignore[arg-type]
+    except marshmallow.ValidationError as err:
+        raise ValidationError("The order is not valid.", fields=_flat(err.normalized_messages())) from None
+    return OrderRequest(**data)
+
+
+def _flat(messages: dict[str, Any]) -> dict[str, list[str]]:
+    return {key: [str(m) for m in (value if isinstance(value, list) else [value])]
+            for key, value in messages.items()}
+
+
+def parse_events_since(value: str | None) -> int:
+    """?since=N: the last event seq a client has seen; absent means from the start."""
+    if value is None:
+        return 0
+    if not isinstance(value, str) or not _SINCE.fullmatch(value):
+        raise ValidationError("The query is not valid.", fields={
+            "since": ["Must be a non-negative integer written in digits (at most 18)."]})
+    return int(value)
+
+
+def parse_order_id(value: str | None, field: str = "orderId") -> str:
+    """An order id from a URL or message: a canonical 36-character UUID, returned lower-cased."""
+    if value is None:
+        raise ValidationError("The order id is not valid.", fields={field: [_MISSING]})
+    if not isinstance(value, str) or not _UUID.fullmatch(value):
+        raise ValidationError("The order id is not valid.", fields={
+            field: ["Not a valid order id; expected a UUID like 123e4567-e89b-12d3-a456-426614174000."]})
+    return value.lower()
