@@ -1,0 +1,55 @@
+"""The order state machine: statuses and the transitions allowed between them.
+
+This table is the only place that says which status may follow which; the
+store refuses anything else, and terminal statuses never change.
+"""
+from __future__ import annotations
+
+import enum
+
+
+class Status(str, enum.Enum):
+    PENDING = "pending"
+    ROUTING = "routing"
+    BUILDING = "building"
+    SUBMITTED = "submitted"
+    CONFIRMED = "confirmed"
+    RETRYING = "retrying"
+    FAILED = "failed"
+
+    def __str__(self) -> str:
+        return self.value
+
+
+TRANSITIONS: dict[Status | None, frozenset[Status]] = {
+    None: frozenset({Status.PENDING}),
+    Status.PENDING: frozenset({Status.ROUTING, Status.FAILED}),
+    Status.ROUTING: frozenset({Status.BUILDING, Status.RETRYING, Status.FAILED}),
+    Status.BUILDING: frozenset({Status.SUBMITTED, Status.RETRYING, Status.FAILED}),
+    Status.SUBMITTED: frozenset({Status.CONFIRMED, Status.RETRYING, Status.FAILED}),
+    Status.RETRYING: frozenset({Status.ROUTING, Status.FAILED}),
+    Status.CONFIRMED: frozenset(),
+    Status.FAILED: frozenset(),
+}
+
+TERMINAL: frozenset[Status] = frozenset(s for s, nxt in TRANSITIONS.items() if s and not nxt)
+ACTIVE: frozenset[Status] = frozenset(Status) - TERMINAL
+
+
+class IllegalTransition(Exception):
+    def __init__(self, current: Status | None, target: Status) -> None:
+        super().__init__(f"an order in {current} cannot become {target}")
+        self.current, self.target = current, target
+
+
+def check_transition(current: Status | str | None, target: Status | str) -> Status:
+    """Return `target` as a Status if it may follow `current`, else raise."""
+    cur = Status(current) if current is not None else None
+    tgt = Status(target)
+    if tgt not in TRANSITIONS[cur]:
+        raise IllegalTransition(cur, tgt)
+    return tgt
+
+
+def is_terminal(status: Status | str) -> bool:
+    return Status(status) in TERMINAL

@@ -1,0 +1,195 @@
+"""The order store: snapshot + event log, changed together, published after.
+
+Every status change goes through `transition`: in one transaction it checks
+the move against the state machine, appends the event with the next `seq`,
+and updates the snapshot, guarded by the order's current `last_seq` and work
+token (so a worker that lost the order cannot write to it). Only after the
+commit is the event published. A crash before the commit leaves nothing; a
+crash after it leaves the event in the log, where sockets find it.
+"""
+from __future__ import annotations
+
+import datetime as dt
+import uuid
+from dataclasses import dataclass
+from typing import Any
+
+import sqlalchemy as sa
+from sqlalchemy.engine import Engine
+
+from orderengine.amounts import decimal_str
+from orderengine.bus import EventBus
+from orderengine.clock import iso, utcnow
+from orderengine.errors import OrderNotFound
+from orderengine.events import Event
+from orderengine.lifecycle import ACTIVE, TERMINAL, Status, check_transition
+from orderengine.models import order_events, orders, workers
+from orderengine.schemas import OrderRequest
+
+
+class StaleWork(Exception):
+    """This worker no longer holds the order (another took it over, or it ended)."""
+
+
+@dataclass(frozen=True)
+class Work:
+    """Who does the order's next step, and by when it should have started."""
+    token: str
+    owner: str | None
+    due_at: dt.datetime
+
+
+def new_token() -> str:
+    return str(uuid.uuid4())
+
+
+class OrderStore:
+    def __init__(self, engine: Engine, bus: EventBus) -> None:
+        self.engine = engine
+        self.bus = bus
+
+    # --- reads ------------------------------------------------------------
+
+    def get(self, order_id: str) -> Any | None:
+        with self.engine.connect() as conn:
+            return conn.execute(sa.select(orders).where(orders.c.id == order_id)).one_or_none()
+
+    def require(self, order_id: str) -> Any:
+        row = self.get(order_id)
+        if row is None:
+            raise OrderNotFound(f"No order has the id {order_id}.")
+        return row
+
+    def events(self, order_id: str, since: int = 0) -> list[Event]:
+        query = (sa.select(order_events)
+                 .where(order_events.c.order_id == order_id, order_events.c.seq > since)
+                 .order_by(order_events.c.seq))
+        with self.engine.connect() as conn:
+            return [Event.from_row(r) for r in conn.execute(query)]
+
+    def last_event(self, order_id: str, status: Status) -> Event | None:
+        query = (sa.select(order_events)
+                 .where(order_events.c.order_id == order_id, order_events.c.status == status.value)
+                 .order_by(order_events.c.seq.desc()).limit(1))
+        with self.engine.connect() as conn:
+            row = conn.execute(query).one_or_none()
+        return Event.from_row(row) if row else None
+
+    # --- writes -----------------------------------------------------------
+
+    def create(self, request: OrderRequest, work: Work, order_id: str | None = None) -> Event:
+        """Insert a new order with its `pending` event."""
+        order_id = order_id or str(uuid.uuid4())
+        now = utcnow()
+        with self.engine.begin() as conn:
+            conn.execute(sa.insert(orders).values(
+                id=order_id, type=request.type, token_in=request.token_in.symbol,
+                token_out=request.token_out.symbol, amount_in=request.amount_in,
+                slippage_bps=request.slippage_bps, client_order_id=request.client_order_id,
+                status=Status.PENDING.value, attempts=0, last_seq=1, created_at=now, updated_at=now,
+                work_token=work.token, work_owner=work.owner, work_due_at=work.due_at))
+            event = Event(order_id, 1, Status.PENDING, now, 0, request.to_dict())
+            conn.execute(sa.insert(order_events).values(
+                order_id=order_id, seq=1, status=event.status.value, attempt=0,
+                data=event.data, at=now))
+        self.bus.publish(event)
+        return event
+
+    def withdraw(self, order_id: str) -> None:
+        """Remove an order that was never acknowledged to its client (its
+        scheduling failed and the client was told 503)."""
+        with self.engine.begin() as conn:
+            conn.execute(sa.delete(order_events).where(order_events.c.order_id == order_id))
+            conn.execute(sa.delete(orders).where(orders.c.id == order_id,
+                                                 orders.c.status == Status.PENDING.value,
+                                                 orders.c.last_seq == 1))
+
+    def transition(self, order_id: str, target: Status, *, token: str, data: dict[str, Any],
+                   attempt: int | None = None, changes: dict[str, Any] | None = None,
+                   work: Work | None = None) -> Event:
+        """Move the order to `target` and append its event, atomically."""
+        now = utcnow()
+        with self.engine.begin() as conn:
+            row = conn.execute(
+                sa.select(orders.c.status, orders.c.last_seq, orders.c.work_token, orders.c.attempts)
+                .where(orders.c.id == order_id)).one_or_none()
+            if row is None:
+                raise OrderNotFound(f"No order has the id {order_id}.")
+            if row.work_token != token:
+                raise StaleWork(order_id)
+            status = check_transition(row.status, target)
+            seq = row.last_seq + 1
+            values: dict[str, Any] = {"status": status.value, "last_seq": seq, "updated_at": now,
+                                      **(changes or {})}
+            if status in TERMINAL:
+                values.update(work_token=None, work_owner=None, work_due_at=None)
+            elif work is not None:
+                values.update(work_token=work.token, work_owner=work.owner, work_due_at=work.due_at)
+            result = conn.execute(
+                sa.update(orders)
+                .where(orders.c.id == order_id, orders.c.last_seq == row.last_seq,
+                       orders.c.work_token == token)
+                .values(**values))
+            if result.rowcount != 1:
+                raise StaleWork(order_id)
+            event = Event(order_id, seq, status, now,
+                          attempt if attempt is not None else values.get("attempts", row.attempts),
+                          data)
+            conn.execute(sa.insert(order_events).values(
+                order_id=order_id, seq=seq, status=status.value, attempt=event.attempt,
+                data=data, at=now))
+        self.bus.publish(event)
+        return event
+
+    def claim(self, order_id: str, token: str, owner: str) -> Any | None:
+        """Take the order for a step if `token` is still its current work token.
+
+        Returns the snapshot, or None when the task is stale or the order gone."""
+        with self.engine.begin() as conn:
+            result = conn.execute(
+                sa.update(orders)
+                .where(orders.c.id == order_id, orders.c.work_token == token,
+                       orders.c.status.in_([s.value for s in ACTIVE]))
+                .values(work_owner=owner))
+            if result.rowcount != 1:
+                return None
+            return conn.execute(sa.select(orders).where(orders.c.id == order_id)).one()
+
+    def set_work(self, order_id: str, token: str, work: Work) -> bool:
+        """Record who does the next step and when, without a status change."""
+        with self.engine.begin() as conn:
+            result = conn.execute(
+                sa.update(orders)
+                .where(orders.c.id == order_id, orders.c.work_token == token,
+                       orders.c.status.in_([s.value for s in ACTIVE]))
+                .values(work_token=work.token, work_owner=work.owner, work_due_at=work.due_at))
+            return result.rowcount == 1
+
+    def orders_needing_work(self, dead_before: dt.datetime, lost_before: dt.datetime,
+                            limit: int = 500) -> list[tuple[str, str | None]]:
+        """Active orders whose next step nobody is doing: held by a worker whose
+        heartbeat stopped before `dead_before`, or queued before `lost_before`
+        and never picked up."""
+        owner_alive = (sa.select(workers.c.id)
+                       .where(workers.c.id == orders.c.work_owner, workers.c.last_seen >= dead_before)
+                       .exists())
+        owned_by_dead = sa.and_(orders.c.work_owner.is_not(None), ~owner_alive)
+        unowned_and_late = sa.and_(orders.c.work_owner.is_(None), orders.c.work_due_at < lost_before)
+        query = (sa.select(orders.c.id, orders.c.work_token)
+                 .where(orders.c.status.in_([s.value for s in ACTIVE]),
+                        sa.or_(owned_by_dead, unowned_and_late))
+                 .order_by(orders.c.work_due_at).limit(limit))
+        with self.engine.connect() as conn:
+            return [(r.id, r.work_token) for r in conn.execute(query)]
+
+
+def snapshot(row: Any) -> dict[str, Any]:
+    """The order as GET /api/orders/<id> shows it."""
+    return {
+        "orderId": row.id, "type": row.type, "tokenIn": row.token_in, "tokenOut": row.token_out,
+        "amountIn": decimal_str(row.amount_in), "slippageBps": row.slippage_bps,
+        "clientOrderId": row.client_order_id, "status": row.status, "attempts": row.attempts,
+        "venue": row.venue, "txHash": row.tx_hash, "amountOut": decimal_str(row.amount_out),
+        "executedPrice": decimal_str(row.executed_price), "error": row.error,
+        "createdAt": iso(row.created_at), "updatedAt": iso(row.updated_at),
+    }
