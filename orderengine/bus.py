@@ -1,0 +1,191 @@
+"""Live events: publish after commit, fan out to the sockets of this process.
+
+Two backends behind one interface: in-process (the embedded default) and
+Redis pub/sub (any number of API and worker processes). Either way a process
+keeps ONE connection to the bus and hands each subscriber its own queue, so a
+socket costs no connection, and `subscribe` is in force the moment it returns:
+that is what lets the WebSocket subscribe first and replay second with no gap.
+
+Pub/sub is at-most-once: a subscriber that may have missed messages (Redis
+went away) gets a RESYNC marker and re-reads the database.
+"""
+from __future__ import annotations
+
+import json
+import logging
+import queue
+import threading
+import time
+from typing import Protocol
+
+from orderengine.events import Event
+
+log = logging.getLogger(__name__)
+
+CHANNEL_PREFIX = "orderengine:events:"
+RESYNC = object()  # put on subscriber queues when live messages may have been lost
+
+
+class Subscription:
+    """Live events of one order for one consumer; close it when done."""
+
+    def __init__(self, bus: "LocalFanout", order_id: str) -> None:
+        self.order_id = order_id
+        self.queue: queue.Queue = queue.Queue()
+        self._bus = bus
+
+    def get(self, timeout: float) -> Event | object | None:
+        try:
+            return self.queue.get(timeout=timeout)
+        except queue.Empty:
+            return None
+
+    def close(self) -> None:
+        self._bus._remove(self)
+
+    def __enter__(self) -> "Subscription":
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+
+class EventBus(Protocol):
+    def publish(self, event: Event) -> None: ...
+    def subscribe(self, order_id: str) -> Subscription: ...
+    def healthy(self) -> bool: ...
+    def close(self) -> None: ...
+
+
+class LocalFanout:
+    """Subscriber bookkeeping shared by both backends."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._subs: dict[str, set[Subscription]] = {}
+
+    def subscribe(self, order_id: str) -> Subscription:
+        sub = Subscription(self, order_id)
+        with self._lock:
+            self._subs.setdefault(order_id, set()).add(sub)
+        return sub
+
+    def _remove(self, sub: Subscription) -> None:
+        with self._lock:
+            subs = self._subs.get(sub.order_id)
+            if subs is not None:
+                subs.discard(sub)
+                if not subs:
+                    del self._subs[sub.order_id]
+
+    def deliver(self, order_id: str, item: Event | object) -> None:
+        with self._lock:
+            targets = list(self._subs.get(order_id, ()))
+        for sub in targets:
+            sub.queue.put(item)
+
+    def deliver_all(self, item: object) -> None:
+        with self._lock:
+            targets = [s for subs in self._subs.values() for s in subs]
+        for sub in targets:
+            sub.queue.put(item)
+
+    @property
+    def subscriber_count(self) -> int:
+        with self._lock:
+            return sum(len(s) for s in self._subs.values())
+
+
+class MemoryBus(LocalFanout):
+    """In-process bus: API, sockets and worker share one process."""
+
+    def publish(self, event: Event) -> None:
+        self.deliver(event.order_id, event)
+
+    def healthy(self) -> bool:
+        return True
+
+    def close(self) -> None:
+        pass
+
+
+class RedisBus(LocalFanout):
+    """Redis pub/sub: one pattern subscription per process, fanned out locally."""
+
+    def __init__(self, client, reconnect_delay: float = 0.5) -> None:
+        super().__init__()
+        self._client = client
+        self._reconnect_delay = reconnect_delay
+        self._ready = threading.Event()
+        self._stopping = threading.Event()
+        self._thread: threading.Thread | None = None
+        self._start_lock = threading.Lock()
+
+    def publish(self, event: Event) -> None:
+        """Best effort: the event is already committed, and subscribers that miss
+        it catch up from the database."""
+        try:
+            self._client.publish(CHANNEL_PREFIX + event.order_id, event.to_json())
+        except Exception as exc:  # redis down: the database still has it
+            log.warning("event publish failed", extra={"order_id": event.order_id,
+                                                       "seq": event.seq, "error": str(exc)})
+
+    def subscribe(self, order_id: str) -> Subscription:
+        self._ensure_listening()
+        return super().subscribe(order_id)
+
+    def healthy(self) -> bool:
+        return self._ready.is_set()
+
+    def close(self) -> None:
+        self._stopping.set()
+
+    def _ensure_listening(self, wait: float = 2.0) -> None:
+        with self._start_lock:
+            if self._thread is None:
+                self._thread = threading.Thread(target=self._listen, name="event-bus", daemon=True)
+                self._thread.start()
+        # If Redis is down we carry on without live events: sockets poll the database.
+        self._ready.wait(wait)
+
+    def _listen(self) -> None:
+        while not self._stopping.is_set():
+            pubsub = self._client.pubsub(ignore_subscribe_messages=False)
+            try:
+                pubsub.psubscribe(CHANNEL_PREFIX + "*")
+                self._pump(pubsub)
+            except Exception as exc:
+                if self._ready.is_set():
+                    log.warning("event bus lost redis; sockets fall back to the database",
+                                extra={"error": str(exc)})
+                self._ready.clear()
+                self.deliver_all(RESYNC)
+                time.sleep(self._reconnect_delay)
+            finally:
+                try:
+                    pubsub.close()
+                except Exception:
+                    pass
+
+    def _pump(self, pubsub) -> None:
+        while not self._stopping.is_set():
+            msg = pubsub.get_message(timeout=1.0)
+            if msg is None:
+                continue
+            if msg["type"] == "psubscribe":
+                if not self._ready.is_set():
+                    self._ready.set()
+                    self.deliver_all(RESYNC)  # anything published while we were away
+                continue
+            if msg["type"] != "pmessage":
+                continue
+            try:
+                event = Event.from_dict(json.loads(msg["data"]))
+            except (ValueError, KeyError, TypeError):
+                log.warning("malformed event on the bus", extra={"channel": str(msg.get("channel"))})
+                continue
+            self.deliver(event.order_id, event)
+
+
+def create_bus(redis_client) -> EventBus:
+    return MemoryBus() if redis_client is None else RedisBus(redis_client)

@@ -1,0 +1,147 @@
+"""Routing: ask every venue for a quote, pick the one that pays out the most.
+
+Quotes are fetched in parallel on this module's own I/O threads, each with a
+timeout, so a slow or broken venue is left out of the decision (which says
+why) instead of failing it, and the worker thread that asked is free at once:
+waiting for quotes is not work.
+"""
+from __future__ import annotations
+
+import asyncio
+import logging
+import threading
+from concurrent.futures import Future, ThreadPoolExecutor
+from dataclasses import dataclass
+from decimal import ROUND_DOWN, Decimal
+from typing import Any, Callable, Mapping
+
+from orderengine.amounts import decimal_str
+from orderengine.errors import EngineError, InsufficientLiquidity, NoRoute
+from orderengine.tokens import Token
+from orderengine.venue import Quote, Venue
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class QuoteOutcome:
+    venue: str
+    quote: Quote | None = None
+    error_code: str | None = None
+    error_message: str | None = None
+
+    def to_dict(self) -> dict[str, Any]:
+        if self.quote is None:
+            return {"venue": self.venue, "error": {"code": self.error_code, "message": self.error_message}}
+        q = self.quote
+        return {"venue": self.venue, "pool": q.pool_id, "amountOut": decimal_str(q.amount_out),
+                "fee": decimal_str(q.fee), "feeToken": q.fee_token.symbol,
+                "netOut": decimal_str(net_out(q)), "price": decimal_str(q.price),
+                "priceImpactPct": decimal_str(q.price_impact_pct)}
+
+
+def net_out(quote: Quote) -> Decimal:
+    """What the user receives: the pool's output, less any fee charged in the
+    output token (a fee charged on the input is already out of amount_out)."""
+    if quote.fee_token == quote.token_out:
+        return quote.amount_out - quote.fee
+    return quote.amount_out
+
+
+def min_amount_out(expected_out: Decimal, slippage_bps: int, token_out: Token) -> Decimal:
+    """expectedOut × (1 − bps/10000), rounded down to what the chain can hold."""
+    raw = expected_out * (Decimal(10_000 - slippage_bps) / Decimal(10_000))
+    return raw.quantize(token_out.quantum, rounding=ROUND_DOWN)
+
+
+def plan_steps(token_in: Token, token_out: Token, venue: str, pool_id: str,
+               amount_in: Decimal, min_out: Decimal) -> list[dict[str, Any]]:
+    """The transaction's instructions: native SOL is wrapped before and unwrapped after."""
+    steps: list[dict[str, Any]] = []
+    if token_in.native:
+        steps.append({"step": "wrapSol", "amount": decimal_str(amount_in)})
+    steps.append({"step": "swap", "venue": venue, "pool": pool_id,
+                  "mintIn": token_in.pool_mint, "mintOut": token_out.pool_mint,
+                  "amountIn": decimal_str(amount_in), "minAmountOut": decimal_str(min_out)})
+    if token_out.native:
+        steps.append({"step": "unwrapSol"})
+    return steps
+
+
+def decide(outcomes: list[QuoteOutcome], token_in: Token, token_out: Token,
+           amount_in: Decimal, slippage_bps: int) -> dict[str, Any]:
+    """The routing decision, as the `building` event shows it. Raises NoRoute
+    (retryable) when no venue quoted, InsufficientLiquidity when every venue
+    that has the pair lacks the depth."""
+    usable = [o for o in outcomes if o.quote is not None and net_out(o.quote) > 0]
+    if not usable:
+        codes = {o.error_code for o in outcomes}
+        if codes and codes <= {InsufficientLiquidity.code, NoRoute.code} and InsufficientLiquidity.code in codes:
+            raise InsufficientLiquidity("No venue has enough liquidity for this order.")
+        reasons = "; ".join(f"{o.venue}: {o.error_code}" for o in outcomes) or "no venues registered"
+        raise NoRoute(f"No venue returned a usable quote ({reasons}).")
+    # Highest net output wins; ties go to the venue listed first (stable, by name).
+    best = max(usable, key=lambda o: net_out(o.quote))
+    expected = net_out(best.quote)
+    floor = min_amount_out(expected, slippage_bps, token_out)
+    return {
+        "quotes": [o.to_dict() for o in outcomes],
+        "venue": best.venue,
+        "pool": best.quote.pool_id,
+        "expectedOut": decimal_str(expected),
+        "minAmountOut": decimal_str(floor),
+        "plan": plan_steps(token_in, token_out, best.venue, best.quote.pool_id, amount_in, floor),
+    }
+
+
+class QuoteFetcher:
+    """Fetches quotes from every venue at once, on its own threads."""
+
+    def __init__(self, venues: Mapping[str, Venue], timeout_s: float, io_threads: int = 256) -> None:
+        self.venues = venues
+        self.timeout_s = timeout_s
+        self._pool = ThreadPoolExecutor(max_workers=io_threads, thread_name_prefix="venue-io")
+        self._loop = asyncio.new_event_loop()
+        self._loop.set_default_executor(self._pool)
+        self._thread = threading.Thread(target=self._loop.run_forever, name="quote-loop", daemon=True)
+        self._thread.start()
+
+    def fetch(self, token_in: Token, token_out: Token, amount_in: Decimal,
+              done: Callable[[list[QuoteOutcome]], None]) -> Future:
+        """Start fetching; `done(outcomes)` runs on an I/O thread when every
+        venue has answered or timed out. Returns at once."""
+        fut = asyncio.run_coroutine_threadsafe(self._gather(token_in, token_out, amount_in), self._loop)
+
+        def _finish(f: Future) -> None:
+            try:
+                done(f.result())
+            except Exception:
+                log.exception("quote continuation failed")
+        fut.add_done_callback(_finish)
+        return fut
+
+    def fetch_now(self, token_in: Token, token_out: Token, amount_in: Decimal) -> list[QuoteOutcome]:
+        return asyncio.run_coroutine_threadsafe(
+            self._gather(token_in, token_out, amount_in), self._loop).result()
+
+    async def _gather(self, token_in: Token, token_out: Token, amount_in: Decimal) -> list[QuoteOutcome]:
+        names = sorted(self.venues)
+        return list(await asyncio.gather(*(self._one(n, token_in, token_out, amount_in) for n in names)))
+
+    async def _one(self, name: str, token_in: Token, token_out: Token, amount_in: Decimal) -> QuoteOutcome:
+        venue = self.venues[name]
+        call = self._loop.run_in_executor(None, venue.quote, token_in, token_out, amount_in)
+        try:
+            quote = await asyncio.wait_for(call, self.timeout_s)
+        except asyncio.TimeoutError:
+            return QuoteOutcome(name, error_code="VENUE_TIMEOUT",
+                                error_message=f"no quote within {int(self.timeout_s * 1000)} ms")
+        except EngineError as exc:
+            return QuoteOutcome(name, error_code=exc.code, error_message=exc.message)
+        except Exception as exc:  # a plugin's bug must not fail the decision
+            return QuoteOutcome(name, error_code="VENUE_ERROR", error_message=f"{type(exc).__name__}: {exc}")
+        return QuoteOutcome(name, quote=quote)
+
+    def close(self) -> None:
+        self._loop.call_soon_threadsafe(self._loop.stop)
+        self._pool.shutdown(wait=False, cancel_futures=True)

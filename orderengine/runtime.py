@@ -1,0 +1,118 @@
+"""One process's wiring: built once from Settings, shared by API and worker.
+
+The API side needs the store, the bus, the venues and a way to queue a step;
+a worker additionally runs the executor, its I/O threads, the timer and the
+sweeper. Backends (SQLite/PostgreSQL, in-process/Redis) are chosen here and
+nowhere else.
+"""
+from __future__ import annotations
+
+import logging
+import threading
+from typing import Any
+
+import redis
+
+from orderengine.bus import create_bus
+from orderengine.config import Settings
+from orderengine.db import create_db_engine, ping
+from orderengine.execution import OrderExecutor, new_worker_id
+from orderengine.plugins import load_venues
+from orderengine.queue import Waker, build_huey
+from orderengine.routing import QuoteFetcher
+from orderengine.store import OrderStore
+from orderengine.sweeper import Sweeper
+from orderengine.throttle import build_throttle
+
+log = logging.getLogger(__name__)
+
+
+class Runtime:
+    def __init__(self, settings: Settings, redis_client: Any = None) -> None:
+        self.settings = settings
+        self.engine = create_db_engine(settings.database_url,
+                                       pool_size=max(20, settings.worker_concurrency + 10))
+        if redis_client is None and settings.redis_url:
+            redis_client = redis.Redis.from_url(settings.redis_url, socket_connect_timeout=2,
+                                                socket_timeout=5, health_check_interval=15)
+        self.redis = redis_client
+        self.bus = create_bus(redis_client)
+        self.store = OrderStore(self.engine, self.bus)
+        self.huey = build_huey(redis_client)
+        self.registry = load_venues(settings)
+        self._advance = self.huey.task(name="advance", retries=0)(self._run_advance)
+        self.worker: WorkerServices | None = None
+        self._worker_lock = threading.Lock()
+
+    @property
+    def venues(self):
+        return self.registry.venues
+
+    def enqueue(self, order_id: str, token: str, payload: dict | None = None) -> None:
+        """Queue the order's next step (raises if the queue is unreachable)."""
+        self.huey.enqueue(self._advance.s(order_id, token, payload))
+
+    def _run_advance(self, order_id: str, token: str, payload: dict | None = None) -> None:
+        if self.worker is None:
+            raise RuntimeError("this process runs no worker")
+        self.worker.executor.advance(order_id, token, payload)
+
+    def health(self) -> dict[str, dict[str, Any]]:
+        checks: dict[str, dict[str, Any]] = {}
+        try:
+            ping(self.engine)
+            checks["database"] = {"ok": True}
+        except Exception as exc:
+            checks["database"] = {"ok": False, "error": _short(exc)}
+        if self.redis is not None:
+            try:
+                self.redis.ping()
+                checks["redis"] = {"ok": True}
+            except Exception as exc:
+                checks["redis"] = {"ok": False, "error": _short(exc)}
+        checks["venues"] = {"ok": bool(self.venues), "loaded": sorted(self.venues),
+                            "failed": dict(self.registry.failures)}
+        return checks
+
+    def start_worker(self) -> "WorkerServices":
+        """Start this process's worker services (once, however often called)."""
+        with self._worker_lock:
+            if self.worker is None:
+                worker = WorkerServices(self)
+                worker.start()
+                self.worker = worker
+        return self.worker
+
+    def close(self) -> None:
+        if self.worker is not None:
+            self.worker.stop()
+        self.bus.close()
+        self.engine.dispose()
+
+
+class WorkerServices:
+    """What a worker process runs beside Huey's consumer threads."""
+
+    def __init__(self, runtime: Runtime) -> None:
+        s = runtime.settings
+        self.worker_id = new_worker_id()
+        self.waker = Waker()
+        self.fetcher = QuoteFetcher(runtime.venues, timeout_s=s.quote_timeout_ms / 1000)
+        self.executor = OrderExecutor(s, runtime.store, runtime.venues, self.fetcher,
+                                      build_throttle(s.max_orders_per_minute, runtime.redis),
+                                      runtime.enqueue, self.waker.after, self.worker_id)
+        self.sweeper = Sweeper(s, runtime.store, self.worker_id, runtime.enqueue)
+
+    def start(self) -> None:
+        self.sweeper.start()
+        log.info("worker started", extra={"worker_id": self.worker_id})
+
+    def stop(self, hand_back: bool = True) -> None:
+        self.waker.stop()
+        self.sweeper.stop(hand_back=hand_back)
+        self.fetcher.close()
+        log.info("worker stopped", extra={"worker_id": self.worker_id})
+
+
+def _short(exc: Exception) -> str:
+    return f"{type(exc).__name__}: {str(exc)[:200]}"
