@@ -1,0 +1,24 @@
+"""For Huey's own runner: `huey_consumer huey_consumer.huey -w 10 -k thread`.
+
+`orderengine worker` does the same with our defaults (WORKER_CONCURRENCY
+threads, graceful SIGTERM, hand-back on stop); use this one where you already
+run Huey consumers.
+"""
+import atexit
+
+from orderengine.config import load_settings
+from orderengine.logs import configure_logging
+from orderengine.runtime import Runtime
+
+settings = load_settings()
+configure_logging(settings.log_level)
+runtime = Runtime(settings)
+huey = runtime.huey
+
+
+@huey.on_startup()
+def _start_worker_services() -> None:
+    runtime.start_worker()  # once per process: start_worker is idempotent
+
+
+atexit.register(runtime.close)

@@ -1,0 +1,1 @@
+"""HTTP and WebSocket views: parse, call the service, render. No business logic."""

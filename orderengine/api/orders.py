@@ -1,0 +1,74 @@
+"""/api/orders: submit a MARKET order, read its snapshot and its events."""
+from __future__ import annotations
+
+import json
+from decimal import Decimal
+from typing import Any
+
+from flask import Blueprint, current_app, jsonify, request
+
+from orderengine.errors import UnsupportedMediaType, ValidationError
+from orderengine.intake import submit_order
+from orderengine.schemas import parse_events_since, parse_order_id, parse_order_request
+from orderengine.store import snapshot
+
+bp = Blueprint("orders", __name__, url_prefix="/api/orders")
+
+MAX_BODY_BYTES = 64 * 1024
+
+
+def runtime():
+    return current_app.extensions["orderengine"]
+
+
+@bp.post("/execute")
+def execute():
+    order = parse_order_request(_json_body())
+    event = submit_order(runtime(), order)
+    response = jsonify({"orderId": event.order_id, "status": event.status.value})
+    response.status_code = 201
+    response.headers["Location"] = f"/api/orders/{event.order_id}"
+    return response
+
+
+@bp.get("/<order_id>")
+def get_order(order_id: str):
+    row = runtime().store.require(parse_order_id(order_id, "id"))
+    return jsonify(snapshot(row))
+
+
+@bp.get("/<order_id>/events")
+def get_events(order_id: str):
+    order_id = parse_order_id(order_id, "id")
+    since = parse_events_since(request.args.get("since"))
+    runtime().store.require(order_id)
+    return jsonify([e.to_dict() for e in runtime().store.events(order_id, since)])
+
+
+def _json_body() -> Any:
+    """The body as JSON with exact numbers (Decimal, never float); a body that
+    is not JSON, or not sent as application/json, is a 415."""
+    if not request.is_json:
+        raise UnsupportedMediaType("Send the order as JSON with Content-Type: application/json.")
+    raw = request.get_data(cache=False)  # MAX_CONTENT_LENGTH makes an oversized body a 413
+    try:
+        return json.loads(raw.decode("utf-8"), parse_float=Decimal, parse_int=_parse_int)
+    except (UnicodeDecodeError, ValueError, RecursionError) as exc:
+        if isinstance(exc, _NumberTooLong):
+            raise ValidationError("The order is not valid.",
+                                  fields={"_schema": ["A number in the body is too long."]}) from None
+        raise UnsupportedMediaType(f"The body is not valid JSON: {_brief(exc)}") from None
+
+
+class _NumberTooLong(ValueError):
+    pass
+
+
+def _parse_int(text: str) -> int:
+    if len(text) > 4000:
+        raise _NumberTooLong(text[:20])
+    return int(text)
+
+
+def _brief(exc: Exception) -> str:
+    return str(exc).split("\n")[0][:120]

@@ -1,0 +1,73 @@
+"""WebSocket: GET /api/orders/execute?orderId=<id>[&since=N] streams one order.
+
+Protocol (SPEC §4): every event with seq > N, first from the database, then
+live, each once and in order; close 1000 after the terminal event. A missing
+or malformed orderId gets an {"error": ...} message and close 4400; an
+unknown order the same with 4404.
+"""
+from __future__ import annotations
+
+import json
+import logging
+
+from flask import current_app, request
+from flask_sock import ConnectionClosed, Sock
+
+from orderengine.errors import EngineError, OrderNotFound, ServiceUnavailable
+from orderengine.schemas import parse_events_since, parse_order_id
+from orderengine.streaming import EventRelay
+
+log = logging.getLogger(__name__)
+
+sock = Sock()
+
+CLOSE_NORMAL = 1000
+CLOSE_INTERNAL = 1011
+CLOSE_BAD_REQUEST = 4400
+CLOSE_NOT_FOUND = 4404
+WAIT_S = 1.0
+
+
+@sock.route("/api/orders/execute")
+def order_socket(ws) -> None:
+    runtime = current_app.extensions["orderengine"]
+    try:
+        order_id = parse_order_id(request.args.get("orderId"))
+        since = parse_events_since(request.args.get("since"))
+        relay = EventRelay(runtime.store, order_id, since)
+        with runtime.bus.subscribe(order_id) as sub:
+            _send(ws, relay.replay())
+            while not relay.done and ws.connected:
+                _discard_client_messages(ws)
+                _send(ws, relay.on_live(sub.get(timeout=WAIT_S)))
+    except ConnectionClosed:
+        return
+    except EngineError as exc:
+        _close_with_error(ws, exc)
+        return
+    except Exception as exc:
+        log.exception("order socket failed")
+        _close_with_error(ws, ServiceUnavailable("The event stream is not available."), CLOSE_INTERNAL)
+        return
+    ws.close(reason=CLOSE_NORMAL, message="order is final")
+
+
+def _send(ws, events) -> None:
+    for event in events:
+        ws.send(event.to_json())
+
+
+def _discard_client_messages(ws) -> None:
+    """This socket only talks; drop anything a client sends so it cannot pile up."""
+    while ws.receive(timeout=0) is not None:
+        pass
+
+
+def _close_with_error(ws, exc: EngineError, code: int | None = None) -> None:
+    if code is None:
+        code = CLOSE_NOT_FOUND if isinstance(exc, OrderNotFound) else CLOSE_BAD_REQUEST
+    try:
+        ws.send(json.dumps({"error": exc.to_dict()}))
+        ws.close(reason=code, message=exc.code)
+    except ConnectionClosed:
+        pass

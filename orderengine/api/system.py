@@ -1,0 +1,34 @@
+"""/health and /api/venues: what operators and clients ask about the engine itself."""
+from __future__ import annotations
+
+from flask import Blueprint, current_app, jsonify
+
+from orderengine.amounts import decimal_str
+
+bp = Blueprint("system", __name__)
+
+
+@bp.get("/health")
+def health():
+    checks = current_app.extensions["orderengine"].health()
+    ok = checks["database"]["ok"] and checks.get("redis", {"ok": True})["ok"]
+    failing = [name for name, check in checks.items() if not check["ok"]]
+    body = {"status": "ok" if ok else "unavailable", "checks": checks}
+    if failing:
+        body["failing"] = failing
+    return jsonify(body), 200 if ok else 503
+
+
+@bp.get("/api/venues")
+def venues():
+    runtime = current_app.extensions["orderengine"]
+    listed = []
+    for name, venue in sorted(runtime.venues.items()):
+        listed.append({"name": name, "status": "loaded", "pools": [
+            {"pool": p.pool_id, "tokens": [p.token_a, p.token_b], "feePct": decimal_str(p.fee_pct),
+             "midPrice": decimal_str(p.mid_price),
+             "liquidity": {k: decimal_str(v) for k, v in p.liquidity.items()}}
+            for p in venue.pools()]})
+    for name, error in sorted(runtime.registry.failures.items()):
+        listed.append({"name": name, "status": "failed", "error": error, "pools": []})
+    return jsonify({"venues": listed})

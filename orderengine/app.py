@@ -1,0 +1,33 @@
+"""The app factory: `create_app(config=None)` builds the Flask app from Settings.
+
+Nothing happens at import time. The process's Runtime (store, bus, queue,
+venues) hangs on `app.extensions["orderengine"]`; tests build apps with their
+own settings and a throwaway database.
+"""
+from __future__ import annotations
+
+from flask import Flask
+
+from orderengine.api import orders, system
+from orderengine.api.errors import register_error_handlers
+from orderengine.api.orders import MAX_BODY_BYTES
+from orderengine.api.sockets import sock
+from orderengine.config import Settings, load_settings
+from orderengine.runtime import Runtime
+
+WS_PING_INTERVAL_S = 20
+
+
+def create_app(config: Settings | None = None, runtime: Runtime | None = None) -> Flask:
+    settings = config or load_settings()
+    app = Flask(__name__)
+    app.config.update(MAX_CONTENT_LENGTH=MAX_BODY_BYTES, JSON_SORT_KEYS=False,
+                      SOCK_SERVER_OPTIONS={"ping_interval": WS_PING_INTERVAL_S,
+                                           "max_message_size": MAX_BODY_BYTES})
+    app.json.sort_keys = False
+    app.extensions["orderengine"] = runtime or Runtime(settings)
+    register_error_handlers(app)
+    app.register_blueprint(orders.bp)
+    app.register_blueprint(system.bp)
+    sock.init_app(app)
+    return app
