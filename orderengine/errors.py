@@ -55,6 +55,12 @@ class MethodNotAllowed(EngineError):
     http_status = 405
 
 
+class UpgradeRequired(EngineError):
+    """This address is a WebSocket endpoint."""
+    code = "UPGRADE_REQUIRED"
+    http_status = 426
+
+
 class PayloadTooLarge(EngineError):
     """The request body is over 64 KiB."""
     code = "PAYLOAD_TOO_LARGE"

@@ -7,7 +7,7 @@ from typing import Any
 
 from flask import Blueprint, current_app, jsonify, request
 
-from orderengine.errors import UnsupportedMediaType, ValidationError
+from orderengine.errors import UnsupportedMediaType, UpgradeRequired, ValidationError
 from orderengine.intake import submit_order
 from orderengine.schemas import parse_events_since, parse_order_id, parse_order_request
 from orderengine.store import snapshot
@@ -29,6 +29,13 @@ def execute():
     response.status_code = 201
     response.headers["Location"] = f"/api/orders/{event.order_id}"
     return response
+
+
+@bp.get("/execute")
+def execute_without_upgrade():
+    """The WebSocket's address asked for over plain HTTP: say how to use it."""
+    raise UpgradeRequired("GET /api/orders/execute is a WebSocket: connect with "
+                          "ws://.../api/orders/execute?orderId=<id>[&since=N].")
 
 
 @bp.get("/<order_id>")
