@@ -1,0 +1,162 @@
+"""What Raydium and Meteora have in common: pools on the simulated chain, priced
+by a pure program over the state the chain holds.
+
+A venue knows its pools by their two mints (native SOL trades as wSOL). It
+quotes after a simulated RPC round trip, sends swaps to the chain under a
+client transaction id of its own namespace, and asks the chain how they stand.
+"""
+from __future__ import annotations
+
+import threading
+import time
+from contextlib import contextmanager
+from dataclasses import dataclass
+from decimal import ROUND_CEILING, Context, Decimal
+from types import ModuleType
+from typing import Any, Iterator, Sequence
+
+from sqlalchemy import exc
+
+from orderengine.venue import (
+    NoRoute, PoolInfo, Quote, SwapRequest, Token, TxStatus, Venue, VenueEnvironment,
+    VenueUnavailable,
+)
+from venues.chain import SimChain, UnknownPool, address_for, get_chain
+from venues.pricing import units_price
+
+_PRICE_CTX = Context(prec=20)
+MID_QUANTUM = Decimal("1e-10")
+
+
+@dataclass(frozen=True)
+class PoolSeed:
+    """A pool as it is first put on the chain: its tokens and its program state."""
+    token_a: Token
+    token_b: Token
+    state: dict[str, Any]
+
+
+class SimVenue(Venue):
+    """A venue whose pools (`seeds`) are run by one chain program (`program_name`,
+    priced by the pure module `program`). `chain` is for tests that bring their own."""
+
+    program_name: str
+    program: ModuleType
+    seeds: Sequence[PoolSeed] = ()
+
+    def __init__(self, env: VenueEnvironment, chain: SimChain | None = None) -> None:
+        self._env = env
+        self.confirmation_hint_ms = env.exec_latency_ms
+        self._seeds = {self.pool_address(s): s for s in self.seeds}
+        self._by_mints = {(s.token_a.pool_mint, s.token_b.pool_mint): pid
+                          for pid, s in self._seeds.items()}
+        self._chain = chain
+        self._seeded = False
+        self._lock = threading.Lock()
+
+    def pool_address(self, seed: PoolSeed) -> str:
+        pair = f"{seed.token_a.symbol}/{seed.token_b.symbol}"
+        return address_for(f"{self.name}:{self.program_name}:{pair}")
+
+    # the contract
+
+    def pools(self) -> list[PoolInfo]:
+        with _answering():
+            chain = self._ready()
+            return [self._pool_info(pid, seed, chain.pool_state(pid))
+                    for pid, seed in self._seeds.items()]
+
+    def quote(self, token_in: Token, token_out: Token, amount_in: Decimal) -> Quote:
+        pool_id, a_to_b = self._route(token_in, token_out)
+        time.sleep(self._env.quote_latency_ms / 1000)  # the RPC round trip
+        with _answering():
+            state = self._ready().pool_state(pool_id)
+        priced = self.program.quote(state, a_to_b, token_in.to_base(amount_in))
+        amount_out = token_out.from_base(priced.amount_out)
+        return Quote(
+            venue=self.name, pool_id=pool_id, token_in=token_in, token_out=token_out,
+            amount_in=amount_in, amount_out=amount_out,
+            fee=token_in.from_base(priced.fee), fee_token=token_in,
+            price=_PRICE_CTX.divide(amount_out, amount_in),
+            price_impact_pct=priced.price_impact_pct,
+        )
+
+    def execute(self, swap: SwapRequest, client_tx_id: str) -> str:
+        pool_id, a_to_b = self._route(swap.token_in, swap.token_out)
+        if pool_id != swap.pool_id:
+            raise NoRoute(f"{self.name} has no pool {swap.pool_id} for "
+                          f"{swap.token_in.symbol}/{swap.token_out.symbol}.")
+        with _answering():
+            return self._ready().send(
+                self._tx_key(client_tx_id), pool_id, self.program_name, a_to_b,
+                swap.token_in.to_base(swap.amount_in), _min_out_base(swap.token_out, swap.min_amount_out))
+
+    def status(self, signature: str) -> TxStatus:
+        with _answering():
+            return self._ready().status(signature)
+
+    def lookup(self, client_tx_id: str) -> TxStatus:
+        with _answering():
+            return self._ready().lookup(self._tx_key(client_tx_id))
+
+    def describe(self) -> dict[str, Any]:
+        return {"name": self.name, "program": self.program_name, "simulated": True,
+                "pools": [f"{s.token_a.symbol}/{s.token_b.symbol}" for s in self._seeds.values()]}
+
+    # internals
+
+    def _tx_key(self, client_tx_id: str) -> str:
+        """The chain is shared by all venues: an id means one thing per venue."""
+        return f"{self.name}:{client_tx_id}"
+
+    def _route(self, token_in: Token, token_out: Token) -> tuple[str, bool]:
+        mints = (token_in.pool_mint, token_out.pool_mint)
+        if mints in self._by_mints:
+            return self._by_mints[mints], True
+        if mints[::-1] in self._by_mints:
+            return self._by_mints[mints[::-1]], False
+        raise NoRoute(f"{self.name} has no {token_in.symbol}/{token_out.symbol} pool.")
+
+    def _ready(self) -> SimChain:
+        """The chain, with this venue's pools on it (seeded on first use, so that
+        building the venue never touches the database)."""
+        with self._lock:
+            if self._chain is None:
+                env = self._env
+                self._chain = get_chain(env.chain_url, env.exec_latency_ms, env.fail_rate, env.market_seed)
+            if not self._seeded:
+                for pool_id, seed in self._seeds.items():
+                    self._chain.ensure_pool(pool_id, self.program_name, _with_tokens(seed))
+                self._seeded = True
+            return self._chain
+
+    def _pool_info(self, pool_id: str, seed: PoolSeed, state: dict[str, Any]) -> PoolInfo:
+        a, b = seed.token_a, seed.token_b
+        held_a, held_b = self.program.liquidity(state)
+        mid = units_price(self.program.mid_price(state), a.decimals, b.decimals)
+        return PoolInfo(pool_id=pool_id, token_a=a.symbol, token_b=b.symbol,
+                        fee_pct=self.program.fee_pct(state), mid_price=mid.quantize(MID_QUANTUM),
+                        liquidity={a.symbol: a.from_base(held_a), b.symbol: b.from_base(held_b)})
+
+
+def _with_tokens(seed: PoolSeed) -> dict[str, Any]:
+    """The program state plus what the chain needs to report amounts in token units."""
+    return {**seed.state,
+            "mint_a": seed.token_a.pool_mint, "mint_b": seed.token_b.pool_mint,
+            "decimals_a": seed.token_a.decimals, "decimals_b": seed.token_b.decimals}
+
+
+def _min_out_base(token: Token, min_amount_out: Decimal) -> int:
+    """The floor in base units, rounded up: the swap must pay at least what was asked."""
+    return max(int(min_amount_out.scaleb(token.decimals).to_integral_value(ROUND_CEILING)), 0)
+
+
+@contextmanager
+def _answering() -> Iterator[None]:
+    """A chain that cannot be reached is a venue that does not answer."""
+    try:
+        yield
+    except exc.SQLAlchemyError as error:
+        raise VenueUnavailable(f"The chain did not answer: {type(error).__name__}.") from error
+    except UnknownPool as error:
+        raise NoRoute(str(error)) from error
