@@ -161,7 +161,7 @@ class OrderExecutor:
         first_poll = venue.confirmation_hint_ms / 1000 * 0.8
         self.store.transition(row.id, Status.SUBMITTED, token=token,
                               data={"venue": venue.name, "txHash": signature},
-                              changes={"tx_hash": signature},
+                              changes={"tx_hash": signature, "venue": venue.name},
                               work=Work(token, self.worker_id, after_ms(first_poll * 1000)))
         self._wake_in(row.id, token, first_poll, record=False)
 

@@ -113,6 +113,8 @@ class QuoteFetcher:
         fut = asyncio.run_coroutine_threadsafe(self._gather(token_in, token_out, amount_in), self._loop)
 
         def _finish(f: Future) -> None:
+            if f.cancelled():  # shutting down: the sweeper resumes this order elsewhere
+                return
             try:
                 done(f.result())
             except Exception:
@@ -143,5 +145,13 @@ class QuoteFetcher:
         return QuoteOutcome(name, quote=quote)
 
     def close(self) -> None:
+        async def cancel_all() -> None:
+            for task in asyncio.all_tasks():
+                if task is not asyncio.current_task():
+                    task.cancel()
+        try:
+            asyncio.run_coroutine_threadsafe(cancel_all(), self._loop).result(timeout=2)
+        except Exception:  # the loop is already gone
+            pass
         self._loop.call_soon_threadsafe(self._loop.stop)
         self._pool.shutdown(wait=False, cancel_futures=True)

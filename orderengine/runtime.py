@@ -17,7 +17,7 @@ from orderengine.bus import create_bus
 from orderengine.config import Settings
 from orderengine.db import create_db_engine, ping
 from orderengine.execution import OrderExecutor, new_worker_id
-from orderengine.plugins import load_venues
+from orderengine.plugins import VenueRegistry, load_venues
 from orderengine.queue import Waker, build_huey
 from orderengine.routing import QuoteFetcher
 from orderengine.store import OrderStore
@@ -28,7 +28,8 @@ log = logging.getLogger(__name__)
 
 
 class Runtime:
-    def __init__(self, settings: Settings, redis_client: Any = None) -> None:
+    def __init__(self, settings: Settings, redis_client: Any = None,
+                 registry: VenueRegistry | None = None) -> None:
         self.settings = settings
         self.engine = create_db_engine(settings.database_url,
                                        pool_size=max(20, settings.worker_concurrency + 10))
@@ -39,7 +40,7 @@ class Runtime:
         self.bus = create_bus(redis_client)
         self.store = OrderStore(self.engine, self.bus)
         self.huey = build_huey(redis_client)
-        self.registry = load_venues(settings)
+        self.registry = registry if registry is not None else load_venues(settings)
         self._advance = self.huey.task(name="advance", retries=0)(self._run_advance)
         self.worker: WorkerServices | None = None
         self._worker_lock = threading.Lock()
@@ -84,8 +85,11 @@ class Runtime:
         return self.worker
 
     def close(self) -> None:
-        if self.worker is not None:
-            self.worker.stop()
+        """Stop the worker services (handing back held orders) and release connections."""
+        with self._worker_lock:
+            worker, self.worker = self.worker, None
+        if worker is not None:
+            worker.stop()
         self.bus.close()
         self.engine.dispose()
 

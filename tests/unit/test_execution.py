@@ -1,0 +1,206 @@
+"""The worker, in-process: intake -> queue -> routing -> execution -> event log."""
+import datetime as dt
+
+import pytest
+
+from orderengine.clock import utcnow
+from orderengine.errors import InsufficientLiquidity
+from orderengine.intake import submit_order
+from orderengine.lifecycle import Status
+from orderengine.schemas import parse_order_request
+from orderengine.store import Work, new_token
+from orderengine.worker import EmbeddedWorker
+from tests.fakes import FakeVenue, registry_of
+from tests.unit.conftest import SOL_USDC, wait_for, wait_terminal
+
+HAPPY = ["pending", "routing", "building", "submitted", "confirmed"]
+
+
+def submit(runtime, **fields):
+    return submit_order(runtime, parse_order_request({**SOL_USDC, **fields})).order_id
+
+
+def statuses(runtime, order_id):
+    return [e.status.value for e in runtime.store.events(order_id)]
+
+
+def test_an_order_runs_to_confirmed_on_the_venue_that_pays_most(runtime, worker, venues):
+    order_id = submit(runtime)
+    row = wait_terminal(runtime, order_id)
+    events = runtime.store.events(order_id)
+    assert [e.status.value for e in events] == HAPPY
+    assert [e.seq for e in events] == [1, 2, 3, 4, 5]
+    assert row.status == "confirmed" and row.venue == "alpha"
+    assert str(row.amount_out) == events[-1].data["amountOut"] == "149.625"
+    assert events[2].data["minAmountOut"] == "148.876875"
+    assert venues[0].fills == 1 and venues[1].fills == 0
+
+
+def test_a_failed_attempt_is_retried_with_fresh_quotes_and_doubling_backoff(settings, sqlite_url):
+    venue = FakeVenue("alpha", fail_tx=2)
+    from orderengine.runtime import Runtime
+    rt = Runtime(settings.replace(retry_backoff_ms=40, max_attempts=3), registry=registry_of(venue))
+    w = EmbeddedWorker(rt)
+    w.start()
+    try:
+        order_id = submit(rt)
+        row = wait_terminal(rt, order_id)
+        events = rt.store.events(order_id)
+    finally:
+        w.stop()
+    assert row.status == "confirmed" and row.attempts == 3
+    assert [e.status.value for e in events] == (
+        ["pending"] + ["routing", "building", "submitted", "retrying"] * 2 + ["routing", "building", "submitted", "confirmed"])
+    retries = [e for e in events if e.status is Status.RETRYING]
+    assert [(r.data["attempt"], r.data["retryInMs"]) for r in retries] == [(1, 40), (2, 80)]
+    assert all(r.data["error"]["code"] == "TX_FAILED" for r in retries)
+    for retry in retries:
+        next_routing = next(e for e in events if e.seq == retry.seq + 1)
+        assert next_routing.status is Status.ROUTING
+        assert next_routing.at - retry.at >= dt.timedelta(milliseconds=retry.data["retryInMs"])
+    assert len([e for e in events if e.status is Status.BUILDING]) == 3  # fresh quotes each attempt
+    assert venue.fills == 1
+
+
+def test_an_order_fails_after_max_attempts_with_the_reason_kept(settings):
+    from orderengine.runtime import Runtime
+    rt = Runtime(settings.replace(max_attempts=2), registry=registry_of(FakeVenue("alpha", fail_tx=99)))
+    w = EmbeddedWorker(rt)
+    w.start()
+    try:
+        row = wait_terminal(rt, submit(rt))
+        last = rt.store.events(row.id)[-1]
+    finally:
+        w.stop()
+    assert row.status == "failed" and row.attempts == 2
+    assert row.error["code"] == "TX_FAILED"
+    assert last.data == {"error": row.error, "attempts": 2}
+
+
+def test_slippage_beyond_tolerance_is_rejected_as_slippage_exceeded(settings):
+    from orderengine.runtime import Runtime
+    venue = FakeVenue("alpha", fail_tx=99, tx_error="SLIPPAGE_EXCEEDED")
+    rt = Runtime(settings.replace(max_attempts=1), registry=registry_of(venue))
+    w = EmbeddedWorker(rt)
+    w.start()
+    try:
+        row = wait_terminal(rt, submit(rt, slippageBps=0))
+    finally:
+        w.stop()
+    assert row.status == "failed" and row.error["code"] == "SLIPPAGE_EXCEEDED"
+    assert venue.fills == 0
+
+
+def test_a_non_retryable_error_fails_the_order_at_once(settings):
+    from orderengine.runtime import Runtime
+    rt = Runtime(settings, registry=registry_of(FakeVenue("alpha", max_in="0.5")))
+    w = EmbeddedWorker(rt)
+    w.start()
+    try:
+        row = wait_terminal(rt, submit(rt))
+    finally:
+        w.stop()
+    assert row.status == "failed" and row.attempts == 1
+    assert row.error["code"] == InsufficientLiquidity.code
+
+
+def test_a_send_whose_outcome_is_unknown_is_looked_up_not_sent_again(settings):
+    from orderengine.runtime import Runtime
+    venue = FakeVenue("alpha", fail_sends=1)  # the tx lands, but the caller sees an error
+    rt = Runtime(settings, registry=registry_of(venue))
+    w = EmbeddedWorker(rt)
+    w.start()
+    try:
+        row = wait_terminal(rt, submit(rt))
+    finally:
+        w.stop()
+    assert row.status == "confirmed"
+    assert venue.executions == 1 and venue.fills == 1
+
+
+def test_an_order_stopped_in_building_after_its_swap_was_sent_is_never_filled_twice(runtime, venues):
+    """The worker died between sending the swap and recording `submitted`."""
+    order_id = submit(runtime)  # nobody runs it yet: no worker
+    token = runtime.store.get(order_id).work_token
+    runtime.store.transition(order_id, Status.ROUTING, token=token, attempt=1, changes={"attempts": 1}, data={})
+    decision = {"venue": "alpha", "pool": "alpha-pool", "minAmountOut": "140", "clientTxId": f"{order_id}:1",
+                "quotes": [], "expectedOut": "149.625", "plan": []}
+    runtime.store.transition(order_id, Status.BUILDING, token=token, data=decision)
+    from orderengine.venue import SwapRequest
+    from orderengine.tokens import SOL, USDC
+    from decimal import Decimal
+    venues[0].execute(SwapRequest("alpha-pool", SOL, USDC, Decimal("1"), Decimal("140")), f"{order_id}:1")
+    runtime.store.claim(order_id, token, "dead-worker")  # held by a worker that no longer beats
+
+    w = EmbeddedWorker(runtime)
+    w.start()
+    try:
+        row = wait_terminal(runtime, order_id)
+    finally:
+        w.stop()
+    assert row.status == "confirmed"
+    assert statuses(runtime, order_id) == ["pending", "routing", "building", "submitted", "confirmed"]
+    assert venues[0].executions == 1 and venues[0].fills == 1
+
+
+def test_a_step_from_before_a_takeover_is_dropped(runtime, venues):
+    order_id = submit(runtime)
+    executor_less = runtime.start_worker()  # services only: no consumer threads run the queue
+    executor_less.executor.advance(order_id, "stale-token")
+    assert statuses(runtime, order_id) == ["pending"]
+
+
+def test_waiting_for_quotes_holds_no_worker_thread(settings):
+    from orderengine.runtime import Runtime
+    rt = Runtime(settings.replace(worker_concurrency=1, quote_timeout_ms=20_000),
+                 registry=registry_of(FakeVenue("slow", quote_delay=5)))
+    w = EmbeddedWorker(rt)
+    w.start()
+    try:
+        ids = [submit(rt) for _ in range(3)]
+        # One thread, quotes that take 5 s: all three start routing long before any quote is back.
+        wait_for(lambda: all(rt.store.get(i).status == "routing" for i in ids), timeout=3)
+    finally:
+        w.consumer.stop(graceful=False)
+        rt.close()
+
+
+def test_max_orders_per_minute_holds_back_the_order_over_the_limit(settings):
+    from orderengine.runtime import Runtime
+    rt = Runtime(settings.replace(max_orders_per_minute=1), registry=registry_of(FakeVenue("alpha")))
+    w = EmbeddedWorker(rt)
+    w.start()
+    try:
+        first, second = submit(rt), submit(rt)
+        wait_terminal(rt, first)
+        row = rt.store.get(second)
+        assert row.status == "pending"
+        assert row.work_due_at > utcnow() + dt.timedelta(seconds=30)  # waits for the window, asleep
+    finally:
+        w.stop()
+
+
+def test_an_order_held_by_a_dead_worker_is_taken_over(runtime, venues):
+    order_id = submit(runtime)
+    token = runtime.store.get(order_id).work_token
+    runtime.store.set_work(order_id, token, Work(token, "worker-that-died", utcnow()))
+    w = EmbeddedWorker(runtime)
+    w.start()
+    try:
+        row = wait_terminal(runtime, order_id)
+    finally:
+        w.stop()
+    assert row.status == "confirmed" and venues[0].fills + venues[1].fills == 1
+
+
+def test_an_order_whose_queued_step_was_lost_is_requeued(settings, venues):
+    from orderengine.runtime import Runtime
+    rt = Runtime(settings.replace(lost_task_after_ms=1000), registry=registry_of(*venues))
+    order_id = rt.store.create(parse_order_request(SOL_USDC),
+                               Work(new_token(), None, utcnow() - dt.timedelta(seconds=5))).order_id
+    w = EmbeddedWorker(rt)  # the step was never queued: only the sweep can find it
+    w.start()
+    try:
+        assert wait_terminal(rt, order_id).status == "confirmed"
+    finally:
+        w.stop()
