@@ -40,6 +40,7 @@ SEND_RECHECK_S = 1.0        # a send whose outcome we could not learn is looked 
 POLL_MIN_S = 0.1            # confirmation polls: no more often than this
 POLL_MAX_S = 2.0
 EARLY_TOLERANCE_S = 0.02    # a wake-up this early is treated as on time
+STEP_RETRY_S = 2.0          # a step that raised runs again after this
 
 Enqueue = Callable[[str, str, "dict[str, Any] | None"], None]
 
@@ -72,17 +73,23 @@ class OrderExecutor:
         if wait > EARLY_TOLERANCE_S and payload is None:
             self._wake_in(order_id, token, wait)  # handed to us early (a hand-back, a sweep)
             return
+        step = {
+            Status.PENDING: self._start_attempt,
+            Status.RETRYING: self._start_attempt,
+            Status.ROUTING: self._route,
+            Status.BUILDING: self._send,
+            Status.SUBMITTED: self._settle,
+        }[Status(row.status)]
         try:
-            step = {
-                Status.PENDING: self._start_attempt,
-                Status.RETRYING: self._start_attempt,
-                Status.ROUTING: self._route,
-                Status.BUILDING: self._send,
-                Status.SUBMITTED: self._settle,
-            }[Status(row.status)]
             step(row, token, payload)
         except StaleWork:
             log.info("order taken over by another worker; step abandoned", extra={"order_id": order_id})
+        except Exception:
+            # Every step can be run again (writes are guarded by token and seq, sends by
+            # the client tx id), so a step that broke - the database went away - is.
+            log.exception("step failed; it runs again shortly", extra={"order_id": order_id,
+                                                                       "status": row.status})
+            self.later(STEP_RETRY_S, lambda: self.enqueue(order_id, token, payload))
 
     # --- steps -------------------------------------------------------------
 
@@ -110,7 +117,7 @@ class OrderExecutor:
             except ExecutionError as exc:
                 payload = {"attempt": attempt, "error": exc.to_dict(),
                            "quotes": [o.to_dict() for o in outcomes]}
-            self.enqueue(row.id, token, payload)
+            self.later(0, lambda: self.enqueue(row.id, token, payload))  # retried while the queue is down
 
         self.fetcher.fetch(token_in, token_out, row.amount_in, quoted)
 

@@ -146,9 +146,10 @@ class QuoteFetcher:
 
     def close(self) -> None:
         async def cancel_all() -> None:
-            for task in asyncio.all_tasks():
-                if task is not asyncio.current_task():
-                    task.cancel()
+            tasks = [t for t in asyncio.all_tasks() if t is not asyncio.current_task()]
+            for task in tasks:
+                task.cancel()
+            await asyncio.gather(*tasks, return_exceptions=True)
         try:
             asyncio.run_coroutine_threadsafe(cancel_all(), self._loop).result(timeout=2)
         except Exception:  # the loop is already gone

@@ -113,8 +113,8 @@ class WorkerServices:
 
     def stop(self, hand_back: bool = True) -> None:
         self.waker.stop()
+        self.fetcher.close()  # in-flight quotes are dropped: the orders are handed back below
         self.sweeper.stop(hand_back=hand_back)
-        self.fetcher.close()
         log.info("worker stopped", extra={"worker_id": self.worker_id})
 
 

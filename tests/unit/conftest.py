@@ -61,7 +61,7 @@ def client(app):
     return app.test_client()
 
 
-def wait_for(predicate, timeout: float = 10.0, interval: float = 0.02):
+def wait_for(predicate, timeout: float = 30.0, interval: float = 0.02):
     """Poll `predicate` until it returns something truthy; fail after `timeout`."""
     deadline = time.monotonic() + timeout
     while True:
@@ -73,6 +73,6 @@ def wait_for(predicate, timeout: float = 10.0, interval: float = 0.02):
         time.sleep(interval)
 
 
-def wait_terminal(runtime, order_id: str, timeout: float = 10.0):
+def wait_terminal(runtime, order_id: str, timeout: float = 30.0):
     return wait_for(lambda: (lambda r: r if r.status in ("confirmed", "failed") else None)(
         runtime.store.get(order_id)), timeout)
