@@ -65,6 +65,17 @@ class OrderExecutor:
     # --- the task ----------------------------------------------------------
 
     def advance(self, order_id: str, token: str, payload: dict[str, Any] | None = None) -> None:
+        try:
+            self._advance(order_id, token, payload)
+        except StaleWork:
+            log.info("order taken over by another worker; step abandoned", extra={"order_id": order_id})
+        except Exception:
+            # Every step can be run again (writes are guarded by token and seq, sends by
+            # the client tx id), so a step that broke - the database went away - is.
+            log.exception("step failed; it runs again shortly", extra={"order_id": order_id})
+            self.later(STEP_RETRY_S, lambda: self.enqueue(order_id, token, payload))
+
+    def _advance(self, order_id: str, token: str, payload: dict[str, Any] | None) -> None:
         row = self.store.claim(order_id, token, self.worker_id)
         if row is None:
             log.debug("stale step dropped", extra={"order_id": order_id})
@@ -80,16 +91,7 @@ class OrderExecutor:
             Status.BUILDING: self._send,
             Status.SUBMITTED: self._settle,
         }[Status(row.status)]
-        try:
-            step(row, token, payload)
-        except StaleWork:
-            log.info("order taken over by another worker; step abandoned", extra={"order_id": order_id})
-        except Exception:
-            # Every step can be run again (writes are guarded by token and seq, sends by
-            # the client tx id), so a step that broke - the database went away - is.
-            log.exception("step failed; it runs again shortly", extra={"order_id": order_id,
-                                                                       "status": row.status})
-            self.later(STEP_RETRY_S, lambda: self.enqueue(order_id, token, payload))
+        step(row, token, payload)
 
     # --- steps -------------------------------------------------------------
 
