@@ -41,7 +41,7 @@ class Settings:
     web_threads: int = 256
     #: a worker whose heartbeat is older than this is dead; its orders are taken over
     worker_dead_after_ms: int = 10_000
-    #: a queued step nobody picked up after this long is presumed lost and re-queued
+    #: a step overdue this long is presumed lost (its queue went away) and re-queued
     lost_task_after_ms: int = 30_000
     sweep_interval_ms: int = 2_000
     environ: Mapping[str, str] = field(default_factory=dict, repr=False, compare=False)

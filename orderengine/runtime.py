@@ -105,7 +105,7 @@ class WorkerServices:
         self.executor = OrderExecutor(s, runtime.store, runtime.venues, self.fetcher,
                                       build_throttle(s.max_orders_per_minute, runtime.redis),
                                       runtime.enqueue, self.waker.after, self.worker_id)
-        self.sweeper = Sweeper(s, runtime.store, self.worker_id, runtime.enqueue)
+        self.sweeper = Sweeper(s, runtime.store, self.worker_id, runtime.enqueue, runtime.redis)
 
     def start(self) -> None:
         self.sweeper.start()

@@ -168,16 +168,15 @@ class OrderStore:
     def orders_needing_work(self, dead_before: dt.datetime, lost_before: dt.datetime,
                             limit: int = 500) -> list[tuple[str, str | None]]:
         """Active orders whose next step nobody is doing: held by a worker whose
-        heartbeat stopped before `dead_before`, or queued before `lost_before`
-        and never picked up."""
+        heartbeat stopped before `dead_before`, or due before `lost_before` and
+        still not done (its queued step was lost, e.g. with a Redis restart)."""
         owner_alive = (sa.select(workers.c.id)
                        .where(workers.c.id == orders.c.work_owner, workers.c.last_seen >= dead_before)
                        .exists())
         owned_by_dead = sa.and_(orders.c.work_owner.is_not(None), ~owner_alive)
-        unowned_and_late = sa.and_(orders.c.work_owner.is_(None), orders.c.work_due_at < lost_before)
         query = (sa.select(orders.c.id, orders.c.work_token)
                  .where(orders.c.status.in_([s.value for s in ACTIVE]),
-                        sa.or_(owned_by_dead, unowned_and_late))
+                        sa.or_(owned_by_dead, orders.c.work_due_at < lost_before))
                  .order_by(orders.c.work_due_at).limit(limit))
         with self.engine.connect() as conn:
             return [(r.id, r.work_token) for r in conn.execute(query)]

@@ -27,11 +27,15 @@ from orderengine.store import OrderStore, new_token
 
 log = logging.getLogger(__name__)
 
+RECONNECT_GRACE_MS = 1000  # after a Redis outage: steps overdue by this much are re-queued
+
 
 class Sweeper:
     def __init__(self, settings: Settings, store: OrderStore, worker_id: str,
-                 enqueue: Callable[[str, str, None], None]) -> None:
+                 enqueue: Callable[[str, str, None], None], redis_client=None) -> None:
         self.settings = settings
+        self.redis = redis_client
+        self._redis_was_down = False
         self.store = store
         self.engine = store.engine
         self.worker_id = worker_id
@@ -62,9 +66,24 @@ class Sweeper:
         while not self._stop.wait(interval):
             try:
                 self.beat()
-                self.sweep()
+                self.sweep(lost_after_ms=RECONNECT_GRACE_MS if self._redis_came_back() else None)
             except Exception as exc:  # the database may be away; try again next round
                 log.warning("sweep failed", extra={"error": str(exc)})
+
+    def _redis_came_back(self) -> bool:
+        """Redis keeps no queue across a restart: when it answers again after an
+        outage, steps queued before are presumed lost without waiting them out."""
+        if self.redis is None:
+            return False
+        try:
+            self.redis.ping()
+        except Exception:
+            self._redis_was_down = True
+            return False
+        came_back, self._redis_was_down = self._redis_was_down, False
+        if came_back:
+            log.warning("redis is back; re-queueing steps that may have been lost with it")
+        return came_back
 
     # --- the pieces --------------------------------------------------------------
 
@@ -89,11 +108,12 @@ class Sweeper:
                 conn.execute(sa.delete(workers).where(workers.c.id.in_(dead)))
                 log.info("forgot dead workers on this host", extra={"workers": dead})
 
-    def sweep(self) -> int:
+    def sweep(self, lost_after_ms: int | None = None) -> int:
         now = utcnow()
+        lost_after_ms = self.settings.lost_task_after_ms if lost_after_ms is None else lost_after_ms
         stalled = self.store.orders_needing_work(
             dead_before=after_ms(-self.settings.worker_dead_after_ms, now),
-            lost_before=after_ms(-self.settings.lost_task_after_ms, now))
+            lost_before=after_ms(-lost_after_ms, now))
         taken = 0
         for order_id, old_token in stalled:
             token = new_token()
