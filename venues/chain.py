@@ -25,6 +25,7 @@ from sqlalchemy.engine import Connection, Engine
 
 from orderengine.venue import InsufficientLiquidity, TxState, TxStatus
 from venues import cpmm, dlmm
+from venues.market import MarketParams, play_tick
 
 Clock = Callable[[], datetime]
 Program = Callable[[dict[str, Any], bool, int], tuple[int, int, dict[str, Any]]]
@@ -66,6 +67,13 @@ sim_transactions = sa.Table(
     sa.Index("ix_sim_transactions_due", "pool_id", "status", "confirm_at"),
 )
 
+sim_market = sa.Table(
+    "sim_market", metadata,
+    sa.Column("id", sa.Integer, primary_key=True),
+    sa.Column("tick", sa.BigInteger, nullable=False),   # the last tick played
+    sa.Column("anchors", sa.Text, nullable=False),      # pair -> its first price, JSON
+)
+
 
 class UnknownPool(LookupError):
     """No pool with this id (or not run by this program) is on the chain."""
@@ -74,12 +82,17 @@ class UnknownPool(LookupError):
 # --- programs -------------------------------------------------------------------
 
 _PROGRAMS: dict[str, Program] = {"cpmm": cpmm.swap, "dlmm": dlmm.swap}
+_MIDS: dict[str, Callable[[dict[str, Any]], Decimal]] = {"cpmm": cpmm.mid_price, "dlmm": dlmm.mid_price}
 
 
-def register_program(name: str, swap: Program) -> None:
+def register_program(name: str, swap: Program,
+                     mid_price: Callable[[dict[str, Any]], Decimal] | None = None) -> None:
     """Make a pool program known to the chain; it must be registered in every
-    process that may land its transactions."""
+    process that may land its transactions. With `mid_price` (B base units per A
+    base unit) its pools take part in the simulated market's moves."""
     _PROGRAMS[name] = swap
+    if mid_price is not None:
+        _MIDS[name] = mid_price
 
 
 def program(name: str) -> Program:
@@ -197,8 +210,11 @@ class SimChain:
     """The ledger: pools, and the transactions sent to them."""
 
     def __init__(self, url: str, *, exec_latency_ms: int = 2500, fail_rate: float = 0.0,
-                 seed: int = 7, clock: Clock = utc_now, rng: random.Random | None = None) -> None:
+                 seed: int = 7, clock: Clock = utc_now, rng: random.Random | None = None,
+                 market: MarketParams | None = None) -> None:
         self.url = normalize_url(url)
+        self.market = market
+        self._market_tick_seen = -1
         self.exec_latency_ms = exec_latency_ms
         self.fail_rate = fail_rate
         self._seed = seed
@@ -225,12 +241,57 @@ class SimChain:
 
     def pool_state(self, pool_id: str) -> dict[str, Any]:
         """The pool's state after every transaction due by now has landed."""
+        self.play_market()
         self._advance_if_due(pool_id)
         with self._engine.connect() as conn:
             row = self._pool_row(conn, pool_id)
         if row is None:
             raise UnknownPool(pool_id)
         return json.loads(row.state)
+
+    def play_market(self) -> None:
+        """Play the market's ticks up to now (once, whichever process gets there first)."""
+        if self.market is None:
+            return
+        tick = int(self._clock().timestamp() * 1000) // self.market.tick_ms
+        if tick <= self._market_tick_seen:
+            return
+        with self._engine.connect() as conn:
+            played = conn.execute(sa.select(sim_market.c.tick).where(sim_market.c.id == 1)).scalar()
+        if played is None:
+            try:
+                with _writing(self._engine) as conn:
+                    conn.execute(sim_market.insert().values(id=1, tick=tick, anchors="{}"))
+            except exc.IntegrityError:
+                pass  # another process started the market in the same instant
+            self._market_tick_seen = tick
+            return
+        if played < tick:
+            self._play_ticks(tick)
+        self._market_tick_seen = tick
+
+    def _play_ticks(self, tick: int) -> None:
+        params = self.market
+        with _writing(self._engine) as conn:
+            lock = sa.select(sim_market).where(sim_market.c.id == 1)
+            pools_query = sa.select(sim_pools).order_by(sim_pools.c.pool_id)
+            if conn.dialect.name != "sqlite":
+                lock, pools_query = lock.with_for_update(), pools_query.with_for_update()
+            market = conn.execute(lock).one()
+            if market.tick >= tick:
+                return
+            rows = [r for r in conn.execute(pools_query) if r.program in _MIDS]
+            pools = {r.pool_id: (json.loads(r.state), _PROGRAMS[r.program], _MIDS[r.program]) for r in rows}
+            anchors = json.loads(market.anchors)
+            for t in range(max(market.tick + 1, tick - params.max_catch_up + 1), tick + 1):
+                for pool_id, state in play_tick(pools, anchors, t, self._seed, params).items():
+                    pools[pool_id] = (state, *pools[pool_id][1:])
+            for r in rows:
+                conn.execute(sim_pools.update().where(sim_pools.c.pool_id == r.pool_id)
+                             .values(state=json.dumps(pools[r.pool_id][0], sort_keys=True),
+                                     version=r.version + 1))
+            conn.execute(sim_market.update().where(sim_market.c.id == 1)
+                         .values(tick=tick, anchors=json.dumps(anchors, sort_keys=True)))
 
     # transactions
 
@@ -280,6 +341,7 @@ class SimChain:
         if row is None:
             return TxStatus(TxState.UNKNOWN, signature=signature)
         if row.status == TxState.PENDING.value and _aware(row.confirm_at) <= self._clock():
+            self.play_market()
             self._advance(row.pool_id)
             with self._engine.connect() as conn:
                 row = self._tx_row(conn, where)
@@ -414,5 +476,5 @@ def get_chain(url: str, exec_latency_ms: int = 2500, fail_rate: float = 0.0, see
     with _chains_lock:
         if key not in _chains:
             _chains[key] = SimChain(key[0], exec_latency_ms=exec_latency_ms,
-                                    fail_rate=fail_rate, seed=seed)
+                                    fail_rate=fail_rate, seed=seed, market=MarketParams())
         return _chains[key]
