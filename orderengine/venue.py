@@ -57,8 +57,8 @@ class Quote:
     token_in: Token
     token_out: Token
     amount_in: Decimal
-    amount_out: Decimal       # after fees
-    fee: Decimal              # charged, in `fee_token` units
+    amount_out: Decimal       # what the pool pays: after a fee on the input, before a fee on the output
+    fee: Decimal              # charged, in `fee_token` units (the input or the output token)
     fee_token: Token
     price: Decimal            # amount_out / amount_in (token_out per token_in)
     price_impact_pct: Decimal  # how much worse than the pool's mid price, in percent
