@@ -1,8 +1,10 @@
 """A market that moves: seeded noise traders and arbitrage, on the simulated chain.
 
 Every tick (one second of chain time), in every pool of every pair:
-  1. a noise trader moves the pool's price by a seeded random factor exp(σ·z),
-     z drawn from Random(f"{seed}:{pool}:{tick}"), the same in every process;
+  1. a noise trader moves the pool's price by a seeded random factor exp(σ·v·z),
+     z drawn from Random(f"{seed}:{pool}:{tick}"), the same in every process
+     (v is the pool state's "volatility", 1 unless the pool says otherwise:
+     a stablecoin pool says 0.1);
   2. an arbitrageur trades it a fraction `revert` of the way back to the mean
      price of the pair across venues (which itself is pulled gently towards the
      pair's price at the first tick, so the market wanders but stays anchored).
@@ -114,7 +116,7 @@ def play_tick(pools: dict[str, tuple[dict[str, Any], Swap, Mid]], anchors: dict[
     for pair, ids in by_pair.items():
         mids = {pid: oriented_mid(pools[pid][2], pools[pid][0]) for pid in ids}
         anchor = anchors.setdefault(json.dumps(pair), math.exp(sum(map(math.log, mids.values())) / len(mids)))
-        moved = {pid: noise(seed, pid, tick, p.sigma) for pid in ids}
+        moved = {pid: noise(seed, pid, tick, p.sigma * pools[pid][0].get("volatility", 1.0)) for pid in ids}
         for pid, target in targets(mids, anchor, moved, p).items():
             state, swap, mid = pools[pid]
             raw = target if state["mint_a"] == pair[0] else 1.0 / target

@@ -21,8 +21,8 @@ register_program(PROGRAM, curve.swap, curve.mid_price)  # in every process that 
 USDC_MINT = "EPjFWdd5AufqSSqeM2qN1xzybapC8G4wEGGkZwyTDt1v"
 USDT_MINT = "Es9vMFrzaCERmJfrF4H2FYD4KCoNkY11McCe8BenwNYB"
 DECIMALS = 6
-SEED_RESERVE = 20_000_000 * 10**DECIMALS   # 20 M of each
-AMP, FEE_RATE = 200, 150                    # A = 200, 0.015 %
+SEED_RESERVE = 50_000_000 * 10**DECIMALS   # 50 M of each
+AMP, FEE_RATE = 2000, 40                    # A = 2000, 0.004 %
 _CTX = Context(prec=28)
 
 
@@ -40,7 +40,7 @@ class StableSwap(Venue):
             chain = get_chain(self._env.chain_url, self._env.exec_latency_ms, self._env.fail_rate,
                               self._env.market_seed)
             chain.ensure_pool(self.pool_id, PROGRAM, {
-                **curve.new_pool(SEED_RESERVE, SEED_RESERVE, AMP, FEE_RATE),
+                **curve.new_pool(SEED_RESERVE, SEED_RESERVE, AMP, FEE_RATE), "volatility": 0.1,
                 "mint_a": USDC_MINT, "mint_b": USDT_MINT, "decimals_a": DECIMALS, "decimals_b": DECIMALS})
             self._chain = chain
         return self._chain
