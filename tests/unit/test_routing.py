@@ -84,3 +84,26 @@ def test_native_sol_out_is_unwrapped_after_the_swap():
 
 def test_a_pair_without_sol_is_a_single_swap():
     assert [s["step"] for s in plan_steps(USDC, USDT, "v", "p", Decimal("1"), Decimal("0.99"))] == ["swap"]
+
+
+def test_the_route_changes_with_size_when_a_cheap_shallow_pool_meets_a_dear_deep_one(fetch):
+    """Real CPMM pools: low fee but little depth wins small orders, high fee but deep wins large."""
+    from orderengine.routing import QuoteOutcome
+    from orderengine.venue import Quote
+    from venues import cpmm
+
+    pools = {"shallow": cpmm.new_pool(1_000 * 10**9, 150_000 * 10**6, 500),      # 0.05 %
+             "deep": cpmm.new_pool(1_000_000 * 10**9, 150_000_000 * 10**6, 3000)}  # 0.30 %
+
+    def route(amount: str) -> str:
+        outcomes = []
+        for name, state in pools.items():
+            q = cpmm.quote(state, True, SOL.to_base(Decimal(amount)))
+            out = USDC.from_base(q.amount_out)
+            outcomes.append(QuoteOutcome(name, Quote(name, name, SOL, USDC, Decimal(amount), out,
+                                                     SOL.from_base(q.fee), SOL, out / Decimal(amount),
+                                                     q.price_impact_pct)))
+        return decide(outcomes, SOL, USDC, Decimal(amount), 50)["venue"]
+
+    assert route("1") == "shallow"
+    assert route("100") == "deep"
