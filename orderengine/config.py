@@ -156,6 +156,10 @@ def settings_from(values: Mapping[str, str]) -> Settings:
             kwargs[attr] = parse(raw)
         except ConfigError as exc:
             errors.append(f"{name} {exc}")
+    settings = Settings(environ=dict(values), **kwargs) if not errors else None
+    if settings and settings.lost_task_after_ms <= settings.quote_timeout_ms:
+        errors.append("LOST_TASK_AFTER_MS must be longer than QUOTE_TIMEOUT_MS, or orders waiting "
+                      "for quotes would be taken for lost")
     if errors:
         raise ConfigError("invalid configuration: " + "; ".join(errors))
-    return Settings(environ=dict(values), **kwargs)
+    return settings

@@ -12,10 +12,12 @@ import sqlalchemy as sa
 from sqlalchemy.engine import Engine
 
 
-def create_db_engine(url: str, pool_size: int = 20) -> Engine:
+def create_db_engine(url: str, pool_size: int = 15) -> Engine:
+    """A pool of `pool_size` connections plus 5 for bursts: a worker needs one per thread,
+    and PostgreSQL's default of 100 connections is shared by every process."""
     if url.startswith("sqlite"):
         return _sqlite_engine(url)
-    return sa.create_engine(url, pool_size=pool_size, max_overflow=pool_size,
+    return sa.create_engine(url, pool_size=pool_size, max_overflow=5,
                             pool_pre_ping=True, pool_recycle=1800)
 
 

@@ -31,8 +31,7 @@ class Runtime:
     def __init__(self, settings: Settings, redis_client: Any = None,
                  registry: VenueRegistry | None = None) -> None:
         self.settings = settings
-        self.engine = create_db_engine(settings.database_url,
-                                       pool_size=max(20, settings.worker_concurrency + 10))
+        self.engine = create_db_engine(settings.database_url, pool_size=settings.worker_concurrency + 5)
         if redis_client is None and settings.redis_url:
             redis_client = redis.Redis.from_url(settings.redis_url, socket_connect_timeout=2,
                                                 socket_timeout=5, health_check_interval=15)
@@ -92,6 +91,8 @@ class Runtime:
             worker.stop()
         self.bus.close()
         self.engine.dispose()
+        if self.redis is not None:
+            self.redis.close()
 
 
 class WorkerServices:

@@ -121,7 +121,7 @@ class Sweeper:
                 won = conn.execute(sa.update(orders)
                                    .where(orders.c.id == order_id, orders.c.work_token == old_token,
                                           orders.c.status.in_([s.value for s in ACTIVE]))
-                                   .values(work_token=token, work_owner=None)).rowcount
+                                   .values(work_token=token, work_owner=None, work_due_at=now)).rowcount
             if won:
                 self.enqueue(order_id, token, None)
                 taken += 1

@@ -39,7 +39,9 @@ class MemoryThrottle:
 
 
 class RedisThrottle:
-    def __init__(self, client, per_minute: int, clock=time.time, key: str = KEY) -> None:
+    """The log's clock is Redis's (TIME), so workers whose clocks differ share one window."""
+
+    def __init__(self, client, per_minute: int, clock=None, key: str = KEY) -> None:
         self.limit = per_minute
         self._client = client
         self._clock = clock
@@ -50,15 +52,15 @@ class RedisThrottle:
 
         with self._client.pipeline() as pipe:
             while True:
-                now = self._clock()
                 try:
                     pipe.watch(self._key)
+                    now = self._clock() if self._clock else _redis_now(pipe)
                     in_window = pipe.zrangebyscore(self._key, now - WINDOW_S, "+inf",
                                                    start=0, num=1, withscores=True)
                     count = pipe.zcount(self._key, now - WINDOW_S, "+inf")
                     if count >= self.limit:
                         pipe.unwatch()
-                        return max(0.001, in_window[0][1] + WINDOW_S - now)
+                        return min(WINDOW_S, max(0.001, in_window[0][1] + WINDOW_S - now))
                     pipe.multi()
                     pipe.zremrangebyscore(self._key, "-inf", now - WINDOW_S)
                     pipe.zadd(self._key, {uuid.uuid4().hex: now})
@@ -67,6 +69,11 @@ class RedisThrottle:
                     return 0.0
                 except redis.WatchError:
                     continue
+
+
+def _redis_now(client) -> float:
+    seconds, micros = client.time()
+    return seconds + micros / 1_000_000
 
 
 def build_throttle(per_minute: int | None, redis_client=None):

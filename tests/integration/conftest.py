@@ -27,6 +27,7 @@ class Fleet:
         self.settings = settings
         self._runtimes: list[Runtime] = []
         self._workers: list[EmbeddedWorker] = []
+        self._closed: set[int] = set()
 
     def runtime(self, redis_client: Any = None, **overrides: Any) -> Runtime:
         settings = self.settings.replace(**overrides) if overrides else self.settings
@@ -40,13 +41,18 @@ class Fleet:
         self._workers.append(worker)
         return worker
 
+    def stop(self, worker: EmbeddedWorker) -> None:
+        """Stop a worker gracefully (it hands its orders back), as SIGTERM would."""
+        self._workers.remove(worker)
+        self._closed.add(id(worker.runtime))
+        worker.stop()  # also closes its runtime
+
     def close(self) -> None:
         # Workers stop in parallel: each waits up to a queue read timeout for its threads.
         with concurrent.futures.ThreadPoolExecutor(max_workers=max(1, len(self._workers))) as pool:
-            list(pool.map(lambda w: w.stop(), self._workers))  # also closes their runtimes
-        with_workers = {id(w.runtime) for w in self._workers}
+            list(pool.map(self.stop, list(self._workers)))
         for runtime in self._runtimes:
-            if id(runtime) not in with_workers:
+            if id(runtime) not in self._closed:
                 runtime.close()
             if runtime.redis is not None:
                 runtime.redis.connection_pool.disconnect()
@@ -60,9 +66,12 @@ def migrated_pg_url(pg_url: str) -> str:
 
 @pytest.fixture
 def settings(migrated_pg_url: str, redis_url: str) -> Settings:
-    """Fast settings on PostgreSQL + Redis, with a sweeper quick enough for a test to watch."""
-    return make_settings(database_url=migrated_pg_url, redis_url=redis_url,
-                         sweep_interval_ms=200, worker_dead_after_ms=1000, lost_task_after_ms=3000)
+    """Fast settings on PostgreSQL + Redis, with a sweeper quick enough for a test to watch.
+
+    The quote timeout is generous so that a busy machine slows a test down rather than
+    turning a quote into VENUE_TIMEOUT and the happy path into a retry."""
+    return make_settings(database_url=migrated_pg_url, redis_url=redis_url, quote_timeout_ms=5_000,
+                         sweep_interval_ms=200, worker_dead_after_ms=2000, lost_task_after_ms=10_000)
 
 
 @pytest.fixture
