@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import pytest
 
-from tests.e2e.harness import IN_CI, REDIS_SERVER, Harness
+from tests.e2e.harness import IN_CI, REDIS_SERVER, Harness, free_port
 
 
 @pytest.hookimpl(hookwrapper=True)
@@ -35,3 +35,19 @@ def redis_server_binary():
             pytest.fail(message + " (CI=true: end-to-end tests must run)")
         pytest.skip(message)
     return REDIS_SERVER
+
+
+@pytest.fixture
+def private_redis_url(request, harness):
+    """A Redis of this test's own: a redis-server on a free port when one is installed.
+
+    The shared `redis_url` fixture hands out db numbers 1..15 in the same order in every
+    pytest process, so two runs at once (two developers, or the integration suite next to
+    this one) share a db: one's FLUSHDB or worker takes the other's queued steps. A private
+    server cannot be disturbed. Without redis-server we fall back to `redis_url`.
+    """
+    if REDIS_SERVER is None:
+        return request.getfixturevalue("redis_url")
+    port = free_port()
+    harness.redis_server(port)
+    return f"redis://127.0.0.1:{port}/0"

@@ -38,7 +38,7 @@ LOG_TAIL_CHARS = 6000
 
 #: latencies for tests that are not about latency, and recovery that happens within seconds
 FAST = {
-    "LOG_LEVEL": "WARNING",
+    "LOG_LEVEL": os.environ.get("E2E_LOG_LEVEL", "WARNING"),   # E2E_LOG_LEVEL=DEBUG to see more
     "MOCK_QUOTE_LATENCY_MS": "10",
     "MOCK_EXEC_LATENCY_MS": "300",
     "MOCK_FAIL_RATE": "0",
@@ -123,6 +123,9 @@ class Harness:
 
     def start(self, name: str, argv: list[str], env: dict[str, str]) -> Process:
         log = self.tmp_path / f"{name}-{len(self.processes)}.log"
+        # gunicorn's control socket defaults to one path per user ($HOME/.gunicorn/gunicorn.ctl),
+        # which every gunicorn on the machine would fight over: give each test its own
+        env = dict(env, XDG_RUNTIME_DIR=str(self.tmp_path))
         proc = Process(name, argv, env, self.cwd, log)
         self.processes.append(proc)
         return proc
@@ -171,8 +174,18 @@ class Harness:
         return proc
 
     def close(self) -> None:
-        for proc in reversed(self.processes):
-            proc.stop()
+        """SIGTERM to every process at once, then wait for each (SIGKILL at the deadline)."""
+        running = [proc for proc in self.processes if proc.running]
+        for proc in running:
+            proc.popen.send_signal(signal.SIGTERM)
+        deadline = time.monotonic() + STOP_TIMEOUT_S
+        for proc in running:
+            try:
+                proc.popen.wait(max(0.0, deadline - time.monotonic()))
+            except subprocess.TimeoutExpired:
+                pass
+        for proc in self.processes:
+            proc.kill()
 
     def log_sections(self) -> Iterable[tuple[str, str]]:
         """(title, tail) of every process this harness started, for a failing test's report."""
@@ -224,7 +237,8 @@ class Server:
 
     def post_order(self, **changes: Any) -> str:
         """POST a MARKET order; it must be accepted. Returns its id."""
-        response = self.http.post(self.base_url + "/api/orders/execute", json={**ORDER, **changes}, timeout=15)
+        response = self.http.post(self.base_url + "/api/orders/execute", json={**ORDER, **changes},
+                                  timeout=15)
         assert response.status_code == 201, response.text
         body = response.json()
         assert body["status"] == "pending"
@@ -240,7 +254,8 @@ class Server:
         assert response.status_code == 200, response.text
         return response.json()
 
-    def wait_for_status(self, order_ids: Iterable[str], statuses: set[str], timeout: float) -> dict[str, dict]:
+    def wait_for_status(self, order_ids: Iterable[str], statuses: set[str],
+                        timeout: float) -> dict[str, dict]:
         """Poll until every order's snapshot has one of `statuses`; return the snapshots."""
         ids = list(order_ids)
         seen: dict[str, dict] = {}
