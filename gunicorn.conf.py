@@ -18,3 +18,5 @@ timeout = 60
 graceful_timeout = 15
 keepalive = 5
 accesslog = None
+# gunicorn's control socket defaults to one path per user, shared by every gunicorn on the host
+control_socket_disable = True

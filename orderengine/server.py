@@ -25,6 +25,7 @@ class EmbeddedServer(BaseApplication):
             "bind": f"{s.host}:{s.port}", "workers": 1, "worker_class": "gthread",
             "threads": s.web_threads, "worker_connections": 4096, "graceful_timeout": 15,
             "timeout": 60, "accesslog": None, "loglevel": s.log_level.lower(),
+            "control_socket_disable": True,
             "post_worker_init": _start_worker, "worker_exit": _stop_worker,
         }.items():
             self.cfg.set(key, value)

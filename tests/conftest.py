@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import itertools
 import os
+import time
 import uuid
 
 import pytest
@@ -61,15 +62,30 @@ def pg_url():
 
 @pytest.fixture
 def redis_url():
-    """A Redis db number of its own for this test, flushed before and after."""
+    """A Redis db number of its own for this test, flushed before and after.
+
+    The number is reserved in db 0 (SET NX with a lease), so two pytest processes on one
+    Redis (two developers, CI beside a developer) never share a db."""
     import redis
 
-    url = f"{REDIS_HOST_URL}/{next(_redis_dbs)}"
-    client = redis.Redis.from_url(url, socket_connect_timeout=2)
+    admin = redis.Redis.from_url(f"{REDIS_HOST_URL}/0", socket_connect_timeout=2)
+    number, lease = None, uuid.uuid4().hex
     try:
-        client.flushdb()
+        for _ in range(600):
+            candidate = next(_redis_dbs)
+            if admin.set(f"orderengine-tests:db:{candidate}", lease, nx=True, ex=900):
+                number = candidate
+                break
+            time.sleep(0.1)
     except Exception as exc:
         _service_missing("Redis", exc)
+    assert number is not None, "no free Redis db number for this test"
+    url = f"{REDIS_HOST_URL}/{number}"
+    client = redis.Redis.from_url(url, socket_connect_timeout=2)
+    client.flushdb()
     yield url
     client.flushdb()
     client.close()
+    if admin.get(f"orderengine-tests:db:{number}") == lease.encode():
+        admin.delete(f"orderengine-tests:db:{number}")
+    admin.close()
