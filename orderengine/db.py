@@ -18,7 +18,7 @@ def create_db_engine(url: str, pool_size: int = 15) -> Engine:
     if url.startswith("sqlite"):
         return _sqlite_engine(url)
     return sa.create_engine(url, pool_size=pool_size, max_overflow=5,
-                            pool_pre_ping=True, pool_recycle=1800)
+                            pool_recycle=1800)
 
 
 def _sqlite_engine(url: str) -> Engine:

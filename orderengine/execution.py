@@ -29,7 +29,7 @@ from orderengine.config import Settings
 from orderengine.errors import ExecutionError, error_from_dict
 from orderengine.lifecycle import Status
 from orderengine.routing import QuoteFetcher, decide
-from orderengine.store import OrderStore, StaleWork, Work
+from orderengine.store import OrderStore, StaleWork, Version, Work
 from orderengine.tokens import by_symbol
 from orderengine.venue import SwapRequest, TxState, TxStatus, Venue
 
@@ -106,7 +106,7 @@ class OrderExecutor:
         self.store.transition(row.id, Status.ROUTING, token=token, attempt=attempt,
                               changes={"attempts": attempt},
                               data={"venues": sorted(self.venues)},
-                              work=Work(token, self.worker_id, utcnow()))
+                              work=Work(token, self.worker_id, utcnow()), current=Version.of(row))
         self._fetch_quotes(row, token, attempt)
 
     def _fetch_quotes(self, row: Any, token: str, attempt: int) -> None:
@@ -130,23 +130,24 @@ class OrderExecutor:
         if "error" in payload:
             log.info("no route", extra={"order_id": row.id, "attempt": row.attempts,
                                         "quotes": payload.get("quotes"), "error": payload["error"]})
-            self._attempt_failed(row.id, token, row.attempts, error_from_dict(payload["error"]))
+            self._attempt_failed(row.id, token, row.attempts, error_from_dict(payload["error"]),
+                                 Version.of(row))
             return
         decision = dict(payload["decision"], clientTxId=f"{row.id}:{row.attempts}")
         log.info("routing decision", extra={"order_id": row.id, "attempt": row.attempts,
                                             "venue": decision["venue"], "expected_out": decision["expectedOut"],
                                             "min_amount_out": decision["minAmountOut"],
                                             "quotes": decision["quotes"]})
-        self.store.transition(row.id, Status.BUILDING, token=token, data=decision,
-                              changes={"venue": decision["venue"]})
-        self._submit(row, token, decision, known_unsent=True)
+        building = self.store.transition(row.id, Status.BUILDING, token=token, data=decision,
+                                         changes={"venue": decision["venue"]}, current=Version.of(row))
+        self._submit(row, token, decision, Version.after(building), known_unsent=True)
 
     def _send(self, row: Any, token: str, payload: dict | None) -> None:
         """Resume an order stopped in `building`: the swap may or may not have gone out."""
         building = self.store.last_event(row.id, Status.BUILDING)
-        self._submit(row, token, building.data, known_unsent=False)
+        self._submit(row, token, building.data, Version.of(row), known_unsent=False)
 
-    def _submit(self, row: Any, token: str, decision: dict, known_unsent: bool) -> None:
+    def _submit(self, row: Any, token: str, decision: dict, current: Version, known_unsent: bool) -> None:
         venue = self.venues.get(decision["venue"])
         client_tx_id = decision["clientTxId"]
         if venue is None:
@@ -171,7 +172,7 @@ class OrderExecutor:
         self.store.transition(row.id, Status.SUBMITTED, token=token,
                               data={"venue": venue.name, "txHash": signature},
                               changes={"tx_hash": signature, "venue": venue.name},
-                              work=Work(token, self.worker_id, after_ms(first_poll * 1000)))
+                              work=Work(token, self.worker_id, after_ms(first_poll * 1000)), current=current)
         self._wake_in(row.id, token, first_poll, record=False)
 
     def _settle(self, row: Any, token: str, payload: dict | None) -> None:
@@ -190,34 +191,37 @@ class OrderExecutor:
             self.store.transition(row.id, Status.CONFIRMED, token=token, data={
                 "venue": venue.name, "txHash": row.tx_hash, "amountOut": decimal_str(status.amount_out),
                 "executedPrice": decimal_str(price), "fee": decimal_str(status.fee)},
-                changes={"amount_out": status.amount_out, "executed_price": price, "error": None})
+                changes={"amount_out": status.amount_out, "executed_price": price, "error": None},
+                current=Version.of(row))
             log.info("order confirmed", extra={"order_id": row.id, "venue": venue.name,
                                                "amount_out": decimal_str(status.amount_out)})
         elif status.state is TxState.FAILED:
             self._attempt_failed(row.id, token, row.attempts, error_from_dict(
-                {"code": status.error_code or "TX_FAILED", "message": status.error_message}))
+                {"code": status.error_code or "TX_FAILED", "message": status.error_message}), Version.of(row))
         elif status.state is TxState.UNKNOWN:
             # The venue forgot a transaction it gave us a signature for: not safe to
             # resend; keep asking and say so loudly.
             log.error("venue does not know a submitted transaction", extra={"order_id": row.id})
             self._wake_in(row.id, token, POLL_MAX_S)
-        else:
-            self._wake_in(row.id, token, _poll_interval(venue))
+        else:  # still pending: poll again (its due time stays that of the first poll)
+            self._wake_in(row.id, token, _poll_interval(venue), record=False)
 
-    def _attempt_failed(self, order_id: str, token: str, attempt: int, error: ExecutionError) -> None:
+    def _attempt_failed(self, order_id: str, token: str, attempt: int, error: ExecutionError,
+                        current: Version) -> None:
         body = {"code": error.code, "message": error.message}
         if error.retryable and attempt < self.settings.max_attempts:
             delay_ms = self.settings.retry_backoff_ms * 2 ** (attempt - 1)
             self.store.transition(order_id, Status.RETRYING, token=token,
                                   data={"attempt": attempt, "error": body, "retryInMs": delay_ms},
                                   changes={"error": body},
-                                  work=Work(token, self.worker_id, after_ms(delay_ms)))
+                                  work=Work(token, self.worker_id, after_ms(delay_ms)), current=current)
             log.info("attempt failed; retrying", extra={"order_id": order_id, "attempt": attempt,
                                                         "error": body, "retry_in_ms": delay_ms})
             self._wake_in(order_id, token, delay_ms / 1000, record=False)
         else:
             self.store.transition(order_id, Status.FAILED, token=token,
-                                  data={"error": body, "attempts": attempt}, changes={"error": body})
+                                  data={"error": body, "attempts": attempt}, changes={"error": body},
+                                  current=current)
             log.info("order failed", extra={"order_id": order_id, "attempts": attempt, "error": body})
 
     # --- scheduling ----------------------------------------------------------

@@ -1,7 +1,7 @@
 """The task queue (Huey) and the timer that feeds it.
 
 Huey moves steps between processes: Redis when REDIS_URL is set, otherwise a
-queue in this process. Huey's own scheduler wakes once a second, too coarse
+queue in this process; both are priority queues (in-flight steps first). Huey's own scheduler wakes once a second, too coarse
 for a 500 ms retry backoff, so delayed steps wait in `Waker`, this process's
 timer, and enter the queue when due. Nothing here is the source of truth:
 a step lost with a killed process is found again by the sweeper (sweeper.py).
@@ -15,12 +15,16 @@ import threading
 import time
 from typing import Callable
 
-from huey import MemoryHuey, RedisHuey
+from huey import MemoryHuey, PriorityRedisHuey
 from huey.storage import MemoryStorage
 
 log = logging.getLogger(__name__)
 
 QUEUE_NAME = "orderengine"
+#: Steps of orders already in flight go before new orders: finishing what has started keeps
+#: quotes fresh and latency low when a burst of orders queues up.
+PRIORITY_IN_FLIGHT = 10
+PRIORITY_NEW_ORDER = 0
 
 
 class BlockingMemoryStorage(MemoryStorage):
@@ -54,8 +58,8 @@ class InProcessHuey(MemoryHuey):
 def build_huey(redis_client=None):
     """Redis (shared by every process) when a client is given, else in-process."""
     if redis_client is not None:
-        return RedisHuey(QUEUE_NAME, connection_pool=redis_client.connection_pool, results=False,
-                         utc=True, blocking=True, read_timeout=1)
+        return PriorityRedisHuey(QUEUE_NAME, connection_pool=redis_client.connection_pool, results=False,
+                                 utc=True, blocking=True, read_timeout=1)
     return InProcessHuey(QUEUE_NAME, results=False, utc=True)
 
 

@@ -18,7 +18,7 @@ from orderengine.config import Settings
 from orderengine.db import create_db_engine, ping
 from orderengine.execution import OrderExecutor, new_worker_id
 from orderengine.plugins import VenueRegistry, load_venues
-from orderengine.queue import Waker, build_huey
+from orderengine.queue import PRIORITY_IN_FLIGHT, Waker, build_huey
 from orderengine.routing import QuoteFetcher
 from orderengine.store import OrderStore
 from orderengine.sweeper import Sweeper
@@ -48,9 +48,10 @@ class Runtime:
     def venues(self):
         return self.registry.venues
 
-    def enqueue(self, order_id: str, token: str, payload: dict | None = None) -> None:
+    def enqueue(self, order_id: str, token: str, payload: dict | None = None,
+                priority: int = PRIORITY_IN_FLIGHT) -> None:
         """Queue the order's next step (raises if the queue is unreachable)."""
-        self.huey.enqueue(self._advance.s(order_id, token, payload))
+        self.huey.enqueue(self._advance.s(order_id, token, payload, priority=priority))
 
     def _run_advance(self, order_id: str, token: str, payload: dict | None = None) -> None:
         if self.worker is None:
@@ -106,7 +107,8 @@ class WorkerServices:
         self.executor = OrderExecutor(s, runtime.store, runtime.venues, self.fetcher,
                                       build_throttle(s.max_orders_per_minute, runtime.redis),
                                       runtime.enqueue, self.waker.after, self.worker_id)
-        self.sweeper = Sweeper(s, runtime.store, self.worker_id, runtime.enqueue, runtime.redis)
+        self.sweeper = Sweeper(s, runtime.store, self.worker_id, runtime.enqueue, runtime.redis,
+                               queue_size=runtime.huey.pending_count)
 
     def start(self) -> None:
         self.sweeper.start()

@@ -39,6 +39,23 @@ class Work:
     due_at: dt.datetime
 
 
+@dataclass(frozen=True)
+class Version:
+    """Where an order stands, as a step last saw it: a transition from a known version
+    needs no read first (its update is guarded by `last_seq` all the same)."""
+    status: str
+    last_seq: int
+    attempts: int
+
+    @classmethod
+    def of(cls, row: Any) -> "Version":
+        return cls(row.status, row.last_seq, row.attempts)
+
+    @classmethod
+    def after(cls, event: Event) -> "Version":
+        return cls(event.status.value, event.seq, event.attempt)
+
+
 def new_token() -> str:
     return str(uuid.uuid4())
 
@@ -106,17 +123,12 @@ class OrderStore:
 
     def transition(self, order_id: str, target: Status, *, token: str, data: dict[str, Any],
                    attempt: int | None = None, changes: dict[str, Any] | None = None,
-                   work: Work | None = None) -> Event:
-        """Move the order to `target` and append its event, atomically."""
+                   work: Work | None = None, current: Version | None = None) -> Event:
+        """Move the order to `target` and append its event, atomically. `current` is
+        the version the caller knows (saves a read); a stale one raises StaleWork."""
         now = utcnow()
         with self.engine.begin() as conn:
-            row = conn.execute(
-                sa.select(orders.c.status, orders.c.last_seq, orders.c.work_token, orders.c.attempts)
-                .where(orders.c.id == order_id)).one_or_none()
-            if row is None:
-                raise OrderNotFound(f"No order has the id {order_id}.")
-            if row.work_token != token:
-                raise StaleWork(order_id)
+            row = current or self._version(conn, order_id, token)
             status = check_transition(row.status, target)
             seq = row.last_seq + 1
             values: dict[str, Any] = {"status": status.value, "last_seq": seq, "updated_at": now,
@@ -141,19 +153,28 @@ class OrderStore:
         self.bus.publish(event)
         return event
 
+    @staticmethod
+    def _version(conn: Any, order_id: str, token: str) -> Version:
+        row = conn.execute(
+            sa.select(orders.c.status, orders.c.last_seq, orders.c.work_token, orders.c.attempts)
+            .where(orders.c.id == order_id)).one_or_none()
+        if row is None:
+            raise OrderNotFound(f"No order has the id {order_id}.")
+        if row.work_token != token:
+            raise StaleWork(order_id)
+        return Version.of(row)
+
     def claim(self, order_id: str, token: str, owner: str) -> Any | None:
         """Take the order for a step if `token` is still its current work token.
 
         Returns the snapshot, or None when the task is stale or the order gone."""
         with self.engine.begin() as conn:
-            result = conn.execute(
+            return conn.execute(
                 sa.update(orders)
                 .where(orders.c.id == order_id, orders.c.work_token == token,
                        orders.c.status.in_([s.value for s in ACTIVE]))
-                .values(work_owner=owner))
-            if result.rowcount != 1:
-                return None
-            return conn.execute(sa.select(orders).where(orders.c.id == order_id)).one()
+                .values(work_owner=owner)
+                .returning(*orders.c)).one_or_none()
 
     def set_work(self, order_id: str, token: str, work: Work) -> bool:
         """Record who does the next step and when, without a status change."""
@@ -165,7 +186,7 @@ class OrderStore:
                 .values(work_token=work.token, work_owner=work.owner, work_due_at=work.due_at))
             return result.rowcount == 1
 
-    def orders_needing_work(self, dead_before: dt.datetime, lost_before: dt.datetime,
+    def orders_needing_work(self, dead_before: dt.datetime, lost_before: dt.datetime | None,
                             limit: int = 500) -> list[tuple[str, str | None]]:
         """Active orders whose next step nobody is doing: held by a worker whose
         heartbeat stopped before `dead_before`, or due before `lost_before` and
@@ -174,9 +195,9 @@ class OrderStore:
                        .where(workers.c.id == orders.c.work_owner, workers.c.last_seen >= dead_before)
                        .exists())
         owned_by_dead = sa.and_(orders.c.work_owner.is_not(None), ~owner_alive)
+        overdue = orders.c.work_due_at < lost_before if lost_before is not None else sa.false()
         query = (sa.select(orders.c.id, orders.c.work_token)
-                 .where(orders.c.status.in_([s.value for s in ACTIVE]),
-                        sa.or_(owned_by_dead, orders.c.work_due_at < lost_before))
+                 .where(orders.c.status.in_([s.value for s in ACTIVE]), sa.or_(owned_by_dead, overdue))
                  .order_by(orders.c.work_due_at).limit(limit))
         with self.engine.connect() as conn:
             return [(r.id, r.work_token) for r in conn.execute(query)]

@@ -32,8 +32,10 @@ RECONNECT_GRACE_MS = 1000  # after a Redis outage: steps overdue by this much ar
 
 class Sweeper:
     def __init__(self, settings: Settings, store: OrderStore, worker_id: str,
-                 enqueue: Callable[[str, str, None], None], redis_client=None) -> None:
+                 enqueue: Callable[[str, str, None], None], redis_client=None,
+                 queue_size: Callable[[], int] = lambda: 0) -> None:
         self.settings = settings
+        self.queue_size = queue_size
         self.redis = redis_client
         self._redis_was_down = False
         self.store = store
@@ -109,11 +111,16 @@ class Sweeper:
                 log.info("forgot dead workers on this host", extra={"workers": dead})
 
     def sweep(self, lost_after_ms: int | None = None) -> int:
+        """Take over orders of dead workers; re-queue overdue steps when the queue is
+        empty (a backlog is not a loss) or `lost_after_ms` says the queue was lost."""
         now = utcnow()
-        lost_after_ms = self.settings.lost_task_after_ms if lost_after_ms is None else lost_after_ms
+        if lost_after_ms is None and not self._queue_is_empty():
+            lost_before = None
+        else:
+            lost_before = after_ms(-(self.settings.lost_task_after_ms if lost_after_ms is None
+                                     else lost_after_ms), now)
         stalled = self.store.orders_needing_work(
-            dead_before=after_ms(-self.settings.worker_dead_after_ms, now),
-            lost_before=after_ms(-lost_after_ms, now))
+            dead_before=after_ms(-self.settings.worker_dead_after_ms, now), lost_before=lost_before)
         taken = 0
         for order_id, old_token in stalled:
             token = new_token()
@@ -127,6 +134,12 @@ class Sweeper:
                 taken += 1
                 log.warning("resuming an order whose work was lost", extra={"order_id": order_id})
         return taken
+
+    def _queue_is_empty(self) -> bool:
+        try:
+            return self.queue_size() == 0
+        except Exception:  # the queue is away: whatever it held may be lost
+            return True
 
     def hand_back(self) -> int:
         """On a graceful stop: put the orders this worker holds back on the

@@ -155,7 +155,7 @@ def engine_for(url: str) -> Engine:
 def _build_engine(url: str) -> Engine:
     parsed = sa.engine.make_url(url)
     if parsed.get_backend_name() != "sqlite":
-        return sa.create_engine(url, pool_pre_ping=True, pool_size=5, max_overflow=10)
+        return sa.create_engine(url, pool_size=5, max_overflow=10)
     if parsed.database and parsed.database != ":memory:":
         os.makedirs(os.path.dirname(os.path.abspath(parsed.database)), exist_ok=True)
     engine = sa.create_engine(url, connect_args={"timeout": 30})
@@ -215,6 +215,7 @@ class SimChain:
         self.url = normalize_url(url)
         self.market = market
         self._market_tick_seen = -1
+        self._states: dict[str, tuple[int, dict[str, Any]]] = {}  # pool -> (version, parsed state)
         self.exec_latency_ms = exec_latency_ms
         self.fail_rate = fail_rate
         self._seed = seed
@@ -240,14 +241,29 @@ class SimChain:
             pass  # another process seeded it in the same instant
 
     def pool_state(self, pool_id: str) -> dict[str, Any]:
-        """The pool's state after every transaction due by now has landed."""
+        """The pool's state after every transaction due by now has landed (callers must
+        not change it: it is shared with the next caller until the pool changes)."""
         self.play_market()
-        self._advance_if_due(pool_id)
+        due = (sa.select(sim_transactions.c.signature)
+               .where(sim_transactions.c.pool_id == pool_id,
+                      sim_transactions.c.status == TxState.PENDING.value,
+                      sim_transactions.c.confirm_at <= self._clock())
+               .exists())
         with self._engine.connect() as conn:
-            row = self._pool_row(conn, pool_id)
+            row = conn.execute(sa.select(sim_pools.c.version, due.label("due"))
+                               .where(sim_pools.c.pool_id == pool_id)).one_or_none()
         if row is None:
             raise UnknownPool(pool_id)
-        return json.loads(row.state)
+        if row.due:
+            self._advance(pool_id)
+        cached = self._states.get(pool_id)
+        if cached is not None and cached[0] == row.version and not row.due:
+            return cached[1]
+        with self._engine.connect() as conn:
+            pool = self._pool_row(conn, pool_id)
+        state = json.loads(pool.state)
+        self._states[pool_id] = (pool.version, state)
+        return state
 
     def play_market(self) -> None:
         """Play the market's ticks up to now (once, whichever process gets there first)."""
@@ -355,17 +371,6 @@ class SimChain:
             return rng.uniform(0.8, 1.2), rng.random() < self.fail_rate
         with self._rng_lock:
             return self._rng.uniform(0.8, 1.2), self._rng.random() < self.fail_rate
-
-    def _advance_if_due(self, pool_id: str) -> None:
-        due = (sa.select(sim_transactions.c.signature)
-               .where(sim_transactions.c.pool_id == pool_id,
-                      sim_transactions.c.status == TxState.PENDING.value,
-                      sim_transactions.c.confirm_at <= self._clock())
-               .limit(1))
-        with self._engine.connect() as conn:
-            if conn.execute(due).first() is None:
-                return
-        self._advance(pool_id)
 
     def _advance(self, pool_id: str) -> None:
         """Land, in one transaction and in confirm order, every pending transaction of
