@@ -13,8 +13,8 @@ from sqlalchemy.engine import Engine
 
 
 def create_db_engine(url: str, pool_size: int = 15) -> Engine:
-    """A pool of `pool_size` connections plus 5 for bursts: a worker needs one per thread,
-    and PostgreSQL's default of 100 connections is shared by every process."""
+    """On PostgreSQL a pool of `pool_size` connections plus 5 for bursts (a worker needs
+    one per thread, and the server's 100 connections are shared by every process)."""
     if url.startswith("sqlite"):
         return _sqlite_engine(url)
     return sa.create_engine(url, pool_size=pool_size, max_overflow=5,
@@ -40,11 +40,17 @@ def _sqlite_engine(url: str) -> Engine:
 
     @sa.event.listens_for(engine, "begin")
     def _on_begin(conn):  # pragma: no cover - driver glue
-        conn.exec_driver_sql("BEGIN IMMEDIATE")
+        # writers take the lock up front and queue for it; readers (see `reading`) do not
+        conn.exec_driver_sql("BEGIN " + conn.get_execution_options().get("sqlite_begin", "IMMEDIATE"))
 
     return engine
 
 
+def reading(engine: Engine) -> Engine:
+    """The same engine for reads only: on SQLite they do not take the write lock."""
+    return engine.execution_options(sqlite_begin="DEFERRED")
+
+
 def ping(engine: Engine) -> None:
-    with engine.connect() as conn:
+    with reading(engine).connect() as conn:
         conn.execute(sa.text("SELECT 1"))

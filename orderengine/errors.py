@@ -49,10 +49,6 @@ class OrderNotFound(NotFound):
     code = "ORDER_NOT_FOUND"
 
 
-class MethodNotAllowed(EngineError):
-    """This method is not allowed on this resource."""
-    code = "METHOD_NOT_ALLOWED"
-    http_status = 405
 
 
 class UpgradeRequired(EngineError):
@@ -61,10 +57,6 @@ class UpgradeRequired(EngineError):
     http_status = 426
 
 
-class PayloadTooLarge(EngineError):
-    """The request body is over 64 KiB."""
-    code = "PAYLOAD_TOO_LARGE"
-    http_status = 413
 
 
 class UnsupportedMediaType(EngineError):
@@ -73,10 +65,6 @@ class UnsupportedMediaType(EngineError):
     http_status = 415
 
 
-class IdempotencyConflict(EngineError):
-    """This Idempotency-Key was already used with a different request body."""
-    code = "IDEMPOTENCY_CONFLICT"
-    http_status = 422
 
 
 class ServiceUnavailable(EngineError):
@@ -120,9 +108,6 @@ class VenueUnavailable(ExecutionError):
     code = "VENUE_UNAVAILABLE"
 
 
-class ConfirmationTimeout(ExecutionError):
-    """The transaction was not confirmed in time and has expired."""
-    code = "CONFIRMATION_TIMEOUT"
 
 
 def error_from_dict(body: dict[str, Any]) -> ExecutionError:

@@ -26,8 +26,8 @@ from typing import Any, Callable
 from orderengine.amounts import decimal_str
 from orderengine.clock import after_ms, utcnow
 from orderengine.config import Settings
-from orderengine.errors import ExecutionError, error_from_dict
-from orderengine.lifecycle import Status
+from orderengine.errors import ExecutionError, VenueUnavailable, error_from_dict
+from orderengine.lifecycle import IllegalTransition, Status
 from orderengine.routing import QuoteFetcher, decide
 from orderengine.store import OrderStore, StaleWork, Version, Work
 from orderengine.tokens import by_symbol
@@ -46,7 +46,8 @@ Enqueue = Callable[[str, str, "dict[str, Any] | None"], None]
 
 
 def new_worker_id() -> str:
-    return f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:8]}"
+    """host:pid:random, within the 64 characters the tables hold."""
+    return f"{socket.gethostname()[:40]}:{os.getpid()}:{uuid.uuid4().hex[:8]}"
 
 
 class OrderExecutor:
@@ -67,8 +68,8 @@ class OrderExecutor:
     def advance(self, order_id: str, token: str, payload: dict[str, Any] | None = None) -> None:
         try:
             self._advance(order_id, token, payload)
-        except StaleWork:
-            log.info("order taken over by another worker; step abandoned", extra={"order_id": order_id})
+        except (StaleWork, IllegalTransition):
+            log.info("order moved on without this step; step abandoned", extra={"order_id": order_id})
         except Exception:
             # Every step can be run again (writes are guarded by token and seq, sends by
             # the client tx id), so a step that broke - the database went away - is.
@@ -163,10 +164,15 @@ class OrderExecutor:
                 signature = venue.execute(swap, client_tx_id)
             else:
                 signature = status.signature
-        except Exception as exc:  # outcome unknown: look it up again, never send blind
-            log.warning("send outcome unknown; will ask the venue", extra={
-                "order_id": row.id, "venue": venue.name, "client_tx_id": client_tx_id, "error": str(exc)})
-            self._wake_in(row.id, token, SEND_RECHECK_S)
+        except ExecutionError as exc:
+            if isinstance(exc, VenueUnavailable):
+                self._send_unknown(row, token, venue, client_tx_id, exc)
+                return
+            signature = self._refused(row, token, venue, client_tx_id, exc, current)
+            if signature is None:
+                return
+        except Exception as exc:
+            self._send_unknown(row, token, venue, client_tx_id, exc)
             return
         first_poll = venue.confirmation_hint_ms / 1000 * 0.8
         self.store.transition(row.id, Status.SUBMITTED, token=token,
@@ -174,6 +180,26 @@ class OrderExecutor:
                               changes={"tx_hash": signature, "venue": venue.name},
                               work=Work(token, self.worker_id, after_ms(first_poll * 1000)), current=current)
         self._wake_in(row.id, token, first_poll, record=False)
+
+    def _send_unknown(self, row: Any, token: str, venue: Venue, client_tx_id: str, exc: Exception) -> None:
+        """The send's outcome is unknown: look it up again shortly, never send blind."""
+        log.warning("send outcome unknown; will ask the venue", extra={
+            "order_id": row.id, "venue": venue.name, "client_tx_id": client_tx_id, "error": str(exc)})
+        self._wake_in(row.id, token, SEND_RECHECK_S)
+
+    def _refused(self, row: Any, token: str, venue: Venue, client_tx_id: str, exc: ExecutionError,
+                 current: Version) -> str | None:
+        """The venue refused the send. If it also says it never received the
+        transaction, the attempt failed; if it has it after all, go on with it."""
+        try:
+            status = venue.lookup(client_tx_id)
+        except Exception as lookup_error:
+            self._send_unknown(row, token, venue, client_tx_id, lookup_error)
+            return None
+        if status.state is TxState.UNKNOWN:
+            self._attempt_failed(row.id, token, row.attempts, exc, current)
+            return None
+        return status.signature
 
     def _settle(self, row: Any, token: str, payload: dict | None) -> None:
         venue = self.venues.get(row.venue)

@@ -2,13 +2,15 @@
 
 If the queue cannot be reached the order is withdrawn and the client gets a
 503: nothing is stored that nobody will execute, and nothing executes that the
-client was told failed. (A step that did reach the queue before the error is
-dropped by the worker: its order is gone.)
+client was told failed. If a worker got the step after all (the queue took it
+and then the connection broke), the order is live and the answer is 201.
 """
 from __future__ import annotations
 
 import logging
 import uuid
+
+from sqlalchemy.exc import SQLAlchemyError
 
 from orderengine.clock import utcnow
 from orderengine.errors import ServiceUnavailable
@@ -26,7 +28,7 @@ def submit_order(runtime: Runtime, request: OrderRequest) -> Event:
     token = new_token()
     try:
         event = runtime.store.create(request, Work(token, None, utcnow()), order_id=order_id)
-    except Exception as exc:
+    except SQLAlchemyError as exc:
         log.error("order not stored: database unavailable", extra={"error": str(exc)})
         raise ServiceUnavailable("The database is not available; the order was not accepted.") from exc
     try:
@@ -34,10 +36,13 @@ def submit_order(runtime: Runtime, request: OrderRequest) -> Event:
     except Exception as exc:
         log.error("order withdrawn: queue unavailable", extra={"order_id": order_id, "error": str(exc)})
         try:
-            runtime.store.withdraw(order_id)
-        except Exception:
-            log.exception("could not withdraw an unqueued order; the sweeper will run it",
+            withdrawn = runtime.store.withdraw(order_id)
+        except SQLAlchemyError:
+            log.exception("could not withdraw an unqueued order; the sweep will run it",
                           extra={"order_id": order_id})
+            withdrawn = False
+        if not withdrawn:
+            return event  # a worker has it, or the sweep will: the order is live
         raise ServiceUnavailable("The order queue is not available; the order was not accepted.") from exc
     log.info("order accepted", extra={"order_id": order_id, **request.to_dict()})
     return event

@@ -23,8 +23,10 @@ class Status(str, enum.Enum):
 
 TRANSITIONS: dict[Status | None, frozenset[Status]] = {
     None: frozenset({Status.PENDING}),
-    Status.PENDING: frozenset({Status.ROUTING, Status.FAILED}),
+    Status.PENDING: frozenset({Status.ROUTING}),
     Status.ROUTING: frozenset({Status.BUILDING, Status.RETRYING, Status.FAILED}),
+    # Once built, the swap may have been sent: the executor leaves `building` for a retry
+    # or a failure only when the venue refused the send AND says it never received it.
     Status.BUILDING: frozenset({Status.SUBMITTED, Status.RETRYING, Status.FAILED}),
     Status.SUBMITTED: frozenset({Status.CONFIRMED, Status.RETRYING, Status.FAILED}),
     Status.RETRYING: frozenset({Status.ROUTING, Status.FAILED}),

@@ -97,12 +97,13 @@ def decide(outcomes: list[QuoteOutcome], token_in: Token, token_out: Token,
 class QuoteFetcher:
     """Fetches quotes from every venue at once, on its own threads."""
 
-    def __init__(self, venues: Mapping[str, Venue], timeout_s: float, io_threads: int = 256) -> None:
+    def __init__(self, venues: Mapping[str, Venue], timeout_s: float, io_threads: int = 128) -> None:
         self.venues = venues
         self.timeout_s = timeout_s
-        self._pool = ThreadPoolExecutor(max_workers=io_threads, thread_name_prefix="venue-io")
+        # threads of its own per venue: one that hangs cannot starve the others' quotes
+        self._pools = {name: ThreadPoolExecutor(max_workers=io_threads, thread_name_prefix=f"quote-{name}")
+                       for name in venues}
         self._loop = asyncio.new_event_loop()
-        self._loop.set_default_executor(self._pool)
         self._thread = threading.Thread(target=self._loop.run_forever, name="quote-loop", daemon=True)
         self._thread.start()
 
@@ -132,7 +133,7 @@ class QuoteFetcher:
 
     async def _one(self, name: str, token_in: Token, token_out: Token, amount_in: Decimal) -> QuoteOutcome:
         venue = self.venues[name]
-        call = self._loop.run_in_executor(None, venue.quote, token_in, token_out, amount_in)
+        call = self._loop.run_in_executor(self._pools[name], venue.quote, token_in, token_out, amount_in)
         try:
             quote = await asyncio.wait_for(call, self.timeout_s)
         except asyncio.TimeoutError:
@@ -155,4 +156,5 @@ class QuoteFetcher:
         except Exception:  # the loop is already gone
             pass
         self._loop.call_soon_threadsafe(self._loop.stop)
-        self._pool.shutdown(wait=False, cancel_futures=True)
+        for pool in self._pools.values():
+            pool.shutdown(wait=False, cancel_futures=True)

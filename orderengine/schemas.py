@@ -24,6 +24,7 @@ ORDER_TYPES = ("MARKET",)
 DEFAULT_SLIPPAGE_BPS = 50
 MAX_SLIPPAGE_BPS = 10_000
 CLIENT_ORDER_ID_MAX = 64
+MAX_AMOUNT_DIGITS = 20  # digits before the point: beyond any token's u64 of base units
 
 _PLAIN_DECIMAL = re.compile(r"[+-]?(?:[0-9]+(?:\.[0-9]*)?|\.[0-9]+)")
 _SINCE = re.compile(r"[0-9]{1,18}")
@@ -88,6 +89,7 @@ class AmountField(fields.Field):
         "invalid": "Not a valid amount; send a JSON number or a decimal string like \"1.5\".",
         "not_finite": "Amount must be a finite number.",
         "not_positive": "Amount must be greater than 0.",
+        "too_large": "Amount is too large.",
     }
 
     def _deserialize(self, value: Any, attr: str | None, data: Any, **kwargs: Any) -> Decimal:
@@ -109,6 +111,8 @@ class AmountField(fields.Field):
             raise self.make_error("not_finite")
         if amount <= 0:
             raise self.make_error("not_positive")
+        if amount.adjusted() > MAX_AMOUNT_DIGITS:  # before _canonical writes out 1e300000000
+            raise self.make_error("too_large")
         return _canonical(amount)
 
 
@@ -131,8 +135,8 @@ def _canonical(amount: Decimal) -> Decimal:
 
 
 def _no_control_chars(value: str) -> None:
-    if any(unicodedata.category(ch) == "Cc" for ch in value):
-        raise marshmallow.ValidationError("Must not contain control characters.")
+    if any(unicodedata.category(ch) in ("Cc", "Cs") for ch in value):
+        raise marshmallow.ValidationError("Must not contain control characters or lone surrogates.")
 
 
 def _order_type(value: str) -> None:

@@ -20,6 +20,7 @@ from sqlalchemy.engine import Engine
 from orderengine.amounts import decimal_str
 from orderengine.bus import EventBus
 from orderengine.clock import iso, utcnow
+from orderengine.db import reading
 from orderengine.errors import OrderNotFound
 from orderengine.events import Event
 from orderengine.lifecycle import ACTIVE, TERMINAL, Status, check_transition
@@ -63,12 +64,13 @@ def new_token() -> str:
 class OrderStore:
     def __init__(self, engine: Engine, bus: EventBus) -> None:
         self.engine = engine
+        self.reader = reading(engine)
         self.bus = bus
 
     # --- reads ------------------------------------------------------------
 
     def get(self, order_id: str) -> Any | None:
-        with self.engine.connect() as conn:
+        with self.reader.connect() as conn:
             return conn.execute(sa.select(orders).where(orders.c.id == order_id)).one_or_none()
 
     def require(self, order_id: str) -> Any:
@@ -81,14 +83,14 @@ class OrderStore:
         query = (sa.select(order_events)
                  .where(order_events.c.order_id == order_id, order_events.c.seq > since)
                  .order_by(order_events.c.seq))
-        with self.engine.connect() as conn:
+        with self.reader.connect() as conn:
             return [Event.from_row(r) for r in conn.execute(query)]
 
     def last_event(self, order_id: str, status: Status) -> Event | None:
         query = (sa.select(order_events)
                  .where(order_events.c.order_id == order_id, order_events.c.status == status.value)
                  .order_by(order_events.c.seq.desc()).limit(1))
-        with self.engine.connect() as conn:
+        with self.reader.connect() as conn:
             row = conn.execute(query).one_or_none()
         return Event.from_row(row) if row else None
 
@@ -112,14 +114,20 @@ class OrderStore:
         self.bus.publish(event)
         return event
 
-    def withdraw(self, order_id: str) -> None:
-        """Remove an order that was never acknowledged to its client (its
-        scheduling failed and the client was told 503)."""
+    def withdraw(self, order_id: str) -> bool:
+        """Remove an order whose scheduling failed, if no worker has touched it; False
+        when one has (its step reached the queue after all): then the order lives."""
+        untouched = (sa.select(orders.c.id)
+                     .where(orders.c.id == order_id, orders.c.status == Status.PENDING.value,
+                            orders.c.last_seq == 1, orders.c.work_owner.is_(None)))
         with self.engine.begin() as conn:
+            if conn.dialect.name == "postgresql":
+                untouched = untouched.with_for_update()  # a worker's claim waits for our answer
+            if conn.execute(untouched).first() is None:
+                return False
             conn.execute(sa.delete(order_events).where(order_events.c.order_id == order_id))
-            conn.execute(sa.delete(orders).where(orders.c.id == order_id,
-                                                 orders.c.status == Status.PENDING.value,
-                                                 orders.c.last_seq == 1))
+            conn.execute(sa.delete(orders).where(orders.c.id == order_id))
+        return True
 
     def transition(self, order_id: str, target: Status, *, token: str, data: dict[str, Any],
                    attempt: int | None = None, changes: dict[str, Any] | None = None,
@@ -168,13 +176,16 @@ class OrderStore:
         """Take the order for a step if `token` is still its current work token.
 
         Returns the snapshot, or None when the task is stale or the order gone."""
+        claim = (sa.update(orders)
+                 .where(orders.c.id == order_id, orders.c.work_token == token,
+                        orders.c.status.in_([s.value for s in ACTIVE]))
+                 .values(work_owner=owner))
         with self.engine.begin() as conn:
-            return conn.execute(
-                sa.update(orders)
-                .where(orders.c.id == order_id, orders.c.work_token == token,
-                       orders.c.status.in_([s.value for s in ACTIVE]))
-                .values(work_owner=owner)
-                .returning(*orders.c)).one_or_none()
+            if conn.dialect.update_returning:
+                return conn.execute(claim.returning(*orders.c)).one_or_none()
+            if conn.execute(claim).rowcount != 1:  # SQLite before 3.35
+                return None
+            return conn.execute(sa.select(orders).where(orders.c.id == order_id)).one()
 
     def set_work(self, order_id: str, token: str, work: Work) -> bool:
         """Record who does the next step and when, without a status change."""
@@ -186,7 +197,7 @@ class OrderStore:
                 .values(work_token=work.token, work_owner=work.owner, work_due_at=work.due_at))
             return result.rowcount == 1
 
-    def orders_needing_work(self, dead_before: dt.datetime, lost_before: dt.datetime | None,
+    def orders_needing_work(self, dead_before: dt.datetime, lost_before: dt.datetime,
                             limit: int = 500) -> list[tuple[str, str | None]]:
         """Active orders whose next step nobody is doing: held by a worker whose
         heartbeat stopped before `dead_before`, or due before `lost_before` and
@@ -195,11 +206,11 @@ class OrderStore:
                        .where(workers.c.id == orders.c.work_owner, workers.c.last_seen >= dead_before)
                        .exists())
         owned_by_dead = sa.and_(orders.c.work_owner.is_not(None), ~owner_alive)
-        overdue = orders.c.work_due_at < lost_before if lost_before is not None else sa.false()
         query = (sa.select(orders.c.id, orders.c.work_token)
-                 .where(orders.c.status.in_([s.value for s in ACTIVE]), sa.or_(owned_by_dead, overdue))
+                 .where(orders.c.status.in_([s.value for s in ACTIVE]),
+                        sa.or_(owned_by_dead, orders.c.work_due_at < lost_before))
                  .order_by(orders.c.work_due_at).limit(limit))
-        with self.engine.connect() as conn:
+        with self.reader.connect() as conn:
             return [(r.id, r.work_token) for r in conn.execute(query)]
 
 

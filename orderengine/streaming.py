@@ -39,7 +39,11 @@ class EventRelay:
 
     def catch_up(self) -> list[Event]:
         self._last_read = self._clock()
-        return self._accept(self.store.events(self.order_id, self.last_seq))
+        events = self._accept(self.store.events(self.order_id, self.last_seq))
+        if not events and not self.done:
+            row = self.store.require(self.order_id)
+            self.done = is_terminal(row.status) and row.last_seq <= self.last_seq  # `since` was past it
+        return events
 
     def on_live(self, item: Event | object | None) -> list[Event]:
         """What to send for one thing taken off the subscription (None: nothing came)."""
@@ -51,6 +55,7 @@ class EventRelay:
             return self.catch_up()
         assert isinstance(item, Event)
         if item.seq <= self.last_seq:
+            self.done = self.done or item.terminal  # the end, which the client had (`since`)
             return []  # already sent (it was in the replay)
         if item.seq > self.last_seq + 1:
             return self.catch_up()  # we missed something: the log has it

@@ -28,11 +28,12 @@ from orderengine.store import OrderStore, new_token
 log = logging.getLogger(__name__)
 
 RECONNECT_GRACE_MS = 1000  # after a Redis outage: steps overdue by this much are re-queued
+BACKLOG_PATIENCE = 10      # while the queue is busy, a step is lost only when ten times as late
 
 
 class Sweeper:
     def __init__(self, settings: Settings, store: OrderStore, worker_id: str,
-                 enqueue: Callable[[str, str, None], None], redis_client=None,
+                 enqueue: Callable[[str, str, dict | None], None], redis_client=None,
                  queue_size: Callable[[], int] = lambda: 0) -> None:
         self.settings = settings
         self.queue_size = queue_size
@@ -50,7 +51,8 @@ class Sweeper:
     def start(self) -> None:
         self.beat()
         self.forget_dead_local_workers()
-        self.sweep()
+        # An in-process queue starts empty: whatever the last process had queued is lost.
+        self.sweep(lost_after_ms=0 if self.settings.embedded else None)
         self._thread = threading.Thread(target=self._loop, name="sweeper", daemon=True)
         self._thread.start()
 
@@ -111,14 +113,15 @@ class Sweeper:
                 log.info("forgot dead workers on this host", extra={"workers": dead})
 
     def sweep(self, lost_after_ms: int | None = None) -> int:
-        """Take over orders of dead workers; re-queue overdue steps when the queue is
-        empty (a backlog is not a loss) or `lost_after_ms` says the queue was lost."""
+        """Take over orders of dead workers, and re-queue steps overdue by
+        LOST_TASK_AFTER_MS (by ten times that while the queue holds a backlog: a
+        step waiting its turn is not lost), or by `lost_after_ms` when given."""
         now = utcnow()
-        if lost_after_ms is None and not self._queue_is_empty():
-            lost_before = None
-        else:
-            lost_before = after_ms(-(self.settings.lost_task_after_ms if lost_after_ms is None
-                                     else lost_after_ms), now)
+        if lost_after_ms is None:
+            lost_after_ms = self.settings.lost_task_after_ms
+            if not self._queue_is_empty():
+                lost_after_ms *= BACKLOG_PATIENCE
+        lost_before = after_ms(-lost_after_ms, now)
         stalled = self.store.orders_needing_work(
             dead_before=after_ms(-self.settings.worker_dead_after_ms, now), lost_before=lost_before)
         taken = 0

@@ -15,7 +15,7 @@ import abc
 import enum
 from dataclasses import dataclass, field
 from decimal import Decimal
-from typing import Any, Mapping
+from typing import Mapping
 
 from orderengine.errors import (  # noqa: F401  (re-exported for plugin authors)
     ExecutionError, InsufficientLiquidity, NoRoute, SlippageExceeded,
@@ -91,10 +91,6 @@ class TxStatus:
     error_code: str | None = None
     error_message: str | None = None
 
-    @property
-    def final(self) -> bool:
-        return self.state in (TxState.CONFIRMED, TxState.FAILED)
-
 
 class Venue(abc.ABC):
     """A DEX the engine can route to. Methods may block (network round trips);
@@ -128,6 +124,3 @@ class Venue(abc.ABC):
     def lookup(self, client_tx_id: str) -> TxStatus:
         """Where the transaction sent under `client_tx_id` stands; UNKNOWN when
         the venue never received it (so sending it is safe)."""
-
-    def describe(self) -> dict[str, Any]:
-        return {"name": self.name}

@@ -15,7 +15,7 @@ from orderengine.runtime import Runtime
 
 log = logging.getLogger(__name__)
 
-SHUTDOWN_TIMEOUT_S = 20
+SHUTDOWN_TIMEOUT_S = 10  # within gunicorn's graceful_timeout (15 s), so serve hands back too
 
 
 def consumer_options(runtime: Runtime) -> dict:

@@ -5,7 +5,7 @@ import threading
 import time
 from decimal import Decimal
 
-from orderengine.errors import InsufficientLiquidity, NoRoute
+from orderengine.errors import InsufficientLiquidity, NoRoute, TransactionFailed
 from orderengine.plugins import VenueRegistry
 from orderengine.tokens import Token
 from orderengine.venue import PoolInfo, Quote, SwapRequest, TxState, TxStatus, Venue
@@ -20,7 +20,7 @@ class FakeVenue(Venue):
     def __init__(self, name: str, price: str = "150", fee_pct: str = "0.25", *,
                  fail_tx: int = 0, fail_sends: int = 0, quote_delay: float = 0.0,
                  quote_error: Exception | None = None, confirm_after: int = 0,
-                 max_in: str | None = None, tx_error: str = "TX_FAILED") -> None:
+                 max_in: str | None = None, tx_error: str = "TX_FAILED", refuse_sends: int = 0) -> None:
         self.name = name
         self.price = Decimal(price)
         self.fee_pct = Decimal(fee_pct)
@@ -31,6 +31,7 @@ class FakeVenue(Venue):
         self.confirm_after = confirm_after
         self.max_in = Decimal(max_in) if max_in else None
         self.tx_error = tx_error
+        self.refuse_sends = refuse_sends  # execute raises before recording anything
         self.confirmation_hint_ms = 0
         self.sent: dict[str, dict] = {}      # client_tx_id -> tx
         self.executions = 0                  # calls to execute, duplicates included
@@ -57,6 +58,9 @@ class FakeVenue(Venue):
     def execute(self, swap: SwapRequest, client_tx_id: str) -> str:
         with self.lock:
             self.executions += 1
+            if self.refuse_sends > 0:
+                self.refuse_sends -= 1
+                raise TransactionFailed("simulation rejected the transaction")
             tx = self.sent.get(client_tx_id)
             if tx is None:
                 quote = self.quote(swap.token_in, swap.token_out, swap.amount_in)

@@ -99,9 +99,6 @@ class SimVenue(Venue):
         with _answering():
             return self._ready().lookup(self._tx_key(client_tx_id))
 
-    def describe(self) -> dict[str, Any]:
-        return {"name": self.name, "program": self.program_name, "simulated": True,
-                "pools": [f"{s.token_a.symbol}/{s.token_b.symbol}" for s in self._seeds.values()]}
 
     # internals
 

@@ -25,11 +25,17 @@ def venues():
     runtime = current_app.extensions["orderengine"]
     listed = []
     for name, venue in sorted(runtime.venues.items()):
+        try:
+            pools = venue.pools()
+        except Exception as exc:  # a venue that does not answer is reported, not fatal
+            listed.append({"name": name, "status": "unavailable", "error": f"{type(exc).__name__}: {exc}",
+                           "pools": []})
+            continue
         listed.append({"name": name, "status": "loaded", "pools": [
             {"pool": p.pool_id, "tokens": [p.token_a, p.token_b], "feePct": decimal_str(p.fee_pct),
              "midPrice": decimal_str(p.mid_price),
              "liquidity": {k: decimal_str(v) for k, v in p.liquidity.items()}}
-            for p in venue.pools()]})
+            for p in pools]})
     for name, error in sorted(runtime.registry.failures.items()):
         listed.append({"name": name, "status": "failed", "error": error, "pools": []})
     return jsonify({"venues": listed})

@@ -95,6 +95,17 @@ def test_nan_and_infinity_literals_are_not_amounts(client, runtime):
     assert order_count(runtime) == 0
 
 
+def test_an_amount_with_a_vast_exponent_is_a_400_at_once(client, runtime):
+    resp = post(client, '{"type":"MARKET","tokenIn":"SOL","tokenOut":"USDC","amountIn":1e300000000}')
+    assert resp.status_code == 400 and "too large" in json.dumps(resp.get_json())
+
+
+def test_a_lone_surrogate_in_client_order_id_is_a_400(client, runtime):
+    resp = post(client, '{"type":"MARKET","tokenIn":"SOL","tokenOut":"USDC","amountIn":1,"clientOrderId":"\\ud800"}')
+    assert resp.status_code == 400 and "clientOrderId" in resp.get_json()["error"]["fields"]
+    assert order_count(runtime) == 0
+
+
 def test_a_huge_json_number_is_a_400_not_a_crash(client, runtime):
     resp = post(client, '{"type":"MARKET","tokenIn":"SOL","tokenOut":"USDC","amountIn":%s}' % ("9" * 5000))
     assert resp.status_code == 400

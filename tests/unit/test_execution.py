@@ -205,3 +205,33 @@ def test_an_order_whose_queued_step_was_lost_is_requeued(settings, venues):
         assert wait_terminal(rt, order_id).status == "confirmed"
     finally:
         w.stop()
+
+
+def test_a_send_the_venue_refused_and_never_received_is_retried(settings):
+    from orderengine.runtime import Runtime
+    venue = FakeVenue("alpha", refuse_sends=1)
+    rt = Runtime(settings, registry=registry_of(venue))
+    w = EmbeddedWorker(rt)
+    w.start()
+    try:
+        row = wait_terminal(rt, submit(rt))
+        events = rt.store.events(row.id)
+    finally:
+        w.stop()
+    assert row.status == "confirmed" and row.attempts == 2
+    assert [e.status.value for e in events][:5] == ["pending", "routing", "building", "retrying", "routing"]
+    assert venue.fills == 1
+
+
+def test_an_order_a_worker_already_holds_is_not_withdrawn(runtime):
+    order_id = submit(runtime)
+    token = runtime.store.get(order_id).work_token
+    runtime.store.claim(order_id, token, "a-worker")
+    assert runtime.store.withdraw(order_id) is False
+    assert runtime.store.get(order_id) is not None and len(runtime.store.events(order_id)) == 1
+
+
+def test_an_untouched_order_is_withdrawn_with_its_events(runtime):
+    order_id = submit(runtime)
+    assert runtime.store.withdraw(order_id) is True
+    assert runtime.store.get(order_id) is None and runtime.store.events(order_id) == []

@@ -32,7 +32,7 @@ def test_terminal_statuses_never_change(terminal, target):
     (Status.PENDING, Status.SUBMITTED), (Status.PENDING, Status.CONFIRMED),
     (Status.ROUTING, Status.SUBMITTED), (Status.BUILDING, Status.CONFIRMED),
     (Status.SUBMITTED, Status.ROUTING), (Status.RETRYING, Status.BUILDING),
-    (None, Status.ROUTING),
+    (None, Status.ROUTING), (Status.PENDING, Status.FAILED),
 ])
 def test_skipping_a_step_is_refused(current, target):
     with pytest.raises(IllegalTransition, match="cannot become"):

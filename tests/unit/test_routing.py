@@ -107,3 +107,15 @@ def test_the_route_changes_with_size_when_a_cheap_shallow_pool_meets_a_dear_deep
 
     assert route("1") == "shallow"
     assert route("100") == "deep"
+
+
+def test_a_hung_venue_does_not_starve_the_quotes_of_the_others(fetch):
+    hung, healthy = FakeVenue("hung", quote_delay=3), FakeVenue("healthy")
+    fetcher = QuoteFetcher({"hung": hung, "healthy": healthy}, timeout_s=0.2, io_threads=2)
+    try:
+        for _ in range(4):  # more fetches than the hung venue has threads
+            outcomes = {o.venue: o for o in fetcher.fetch_now(SOL, USDC, Decimal("1"))}
+            assert outcomes["hung"].error_code == "VENUE_TIMEOUT"
+            assert outcomes["healthy"].quote is not None
+    finally:
+        fetcher.close()

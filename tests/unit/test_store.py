@@ -73,7 +73,8 @@ def test_events_are_published_only_after_they_are_committed(runtime, order):
 
 def test_terminal_orders_release_their_work_token(runtime, order):
     order_id, token = order
-    runtime.store.transition(order_id, Status.FAILED, token=token, data={"error": {}, "attempts": 0})
+    runtime.store.transition(order_id, Status.ROUTING, token=token, data={})
+    runtime.store.transition(order_id, Status.FAILED, token=token, data={"error": {}, "attempts": 1})
     row = runtime.store.get(order_id)
     assert row.work_token is None and row.work_owner is None
     assert runtime.store.claim(order_id, token, "w1") is None

@@ -107,3 +107,12 @@ def test_closing_a_subscription_leaves_nothing_behind(store, order):
     with store.bus.subscribe(order_id):
         assert store.bus.subscriber_count == 1
     assert store.bus.subscriber_count == 0
+
+
+def test_a_since_past_the_end_closes_when_the_order_ends(store, order):
+    order_id, _ = order
+    sub = store.bus.subscribe(order_id)
+    relay = EventRelay(store, order_id, since=9)
+    assert relay.replay() == [] and not relay.done
+    advance(store, order, 4)
+    assert drain(relay, sub) == [] and relay.done
