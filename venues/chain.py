@@ -155,7 +155,7 @@ def engine_for(url: str) -> Engine:
 def _build_engine(url: str) -> Engine:
     parsed = sa.engine.make_url(url)
     if parsed.get_backend_name() != "sqlite":
-        return sa.create_engine(url, pool_size=5, max_overflow=10)
+        return sa.create_engine(url, pool_size=15, max_overflow=5)
     if parsed.database and parsed.database != ":memory:":
         os.makedirs(os.path.dirname(os.path.abspath(parsed.database)), exist_ok=True)
     engine = sa.create_engine(url, connect_args={"timeout": 30})
