@@ -3,12 +3,26 @@ from __future__ import annotations
 
 import threading
 import time
+from datetime import datetime, timedelta, timezone
 from decimal import Decimal
 
 from orderengine.errors import InsufficientLiquidity, NoRoute, TransactionFailed
 from orderengine.plugins import VenueRegistry
 from orderengine.tokens import Token
 from orderengine.venue import PoolInfo, Quote, SwapRequest, TxState, TxStatus, Venue
+
+
+class FakeClock:
+    """A UTC clock that moves only when told to."""
+
+    def __init__(self) -> None:
+        self.now = datetime(2026, 11, 24, 10, 0, tzinfo=timezone.utc)
+
+    def __call__(self) -> datetime:
+        return self.now
+
+    def advance(self, ms: int) -> None:
+        self.now += timedelta(milliseconds=ms)
 
 
 class FakeVenue(Venue):

@@ -52,6 +52,23 @@ def worker(runtime):
 
 
 @pytest.fixture
+def start_engine(settings):
+    """Start the engine in-process on `venues` with some settings changed; stopped after the test."""
+    started = []
+
+    def start(*venues, **changes) -> Runtime:
+        rt = Runtime(settings.replace(**changes), registry=registry_of(*venues))
+        worker = EmbeddedWorker(rt)
+        worker.start()
+        started.append(worker)
+        return rt
+
+    yield start
+    for worker in started:
+        worker.stop()
+
+
+@pytest.fixture
 def app(runtime):
     return create_app(runtime.settings, runtime=runtime)
 

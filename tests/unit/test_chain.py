@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import random
 import threading
-from datetime import datetime, timedelta, timezone
+from datetime import timedelta, timezone
 from decimal import Decimal
 
 import pytest
@@ -11,25 +11,13 @@ import sqlalchemy as sa
 
 from orderengine.venue import TxState
 from venues import cpmm
+from tests.fakes import FakeClock
 from venues.chain import (
     SimChain, UnknownPool, b58encode, engine_for, normalize_url, sim_transactions, signature_for,
 )
 
 POOL = "TestPoolSoLUsdc1111111111111111111111111111"
 LAMPORTS = 10**9
-
-
-class FakeClock:
-    """A UTC clock that moves only when told to."""
-
-    def __init__(self) -> None:
-        self.now = datetime(2026, 11, 24, 10, 0, tzinfo=timezone.utc)
-
-    def __call__(self) -> datetime:
-        return self.now
-
-    def advance(self, ms: int) -> None:
-        self.now += timedelta(milliseconds=ms)
 
 
 class ScriptedRandom(random.Random):

@@ -7,6 +7,7 @@ from orderengine.clock import utcnow
 from orderengine.errors import InsufficientLiquidity
 from orderengine.intake import submit_order
 from orderengine.lifecycle import Status
+from orderengine.runtime import Runtime
 from orderengine.schemas import parse_order_request
 from orderengine.store import Work, new_token
 from orderengine.worker import EmbeddedWorker
@@ -36,18 +37,12 @@ def test_an_order_runs_to_confirmed_on_the_venue_that_pays_most(runtime, worker,
     assert venues[0].fills == 1 and venues[1].fills == 0
 
 
-def test_a_failed_attempt_is_retried_with_fresh_quotes_and_doubling_backoff(settings, sqlite_url):
+def test_a_failed_attempt_is_retried_with_fresh_quotes_and_doubling_backoff(start_engine):
     venue = FakeVenue("alpha", fail_tx=2)
-    from orderengine.runtime import Runtime
-    rt = Runtime(settings.replace(retry_backoff_ms=40, max_attempts=3), registry=registry_of(venue))
-    w = EmbeddedWorker(rt)
-    w.start()
-    try:
-        order_id = submit(rt)
-        row = wait_terminal(rt, order_id)
-        events = rt.store.events(order_id)
-    finally:
-        w.stop()
+    rt = start_engine(venue, retry_backoff_ms=40, max_attempts=3)
+    order_id = submit(rt)
+    row = wait_terminal(rt, order_id)
+    events = rt.store.events(order_id)
     assert row.status == "confirmed" and row.attempts == 3
     assert [e.status.value for e in events] == (
         ["pending"] + ["routing", "building", "submitted", "retrying"] * 2 + ["routing", "building", "submitted", "confirmed"])
@@ -62,58 +57,34 @@ def test_a_failed_attempt_is_retried_with_fresh_quotes_and_doubling_backoff(sett
     assert venue.fills == 1
 
 
-def test_an_order_fails_after_max_attempts_with_the_reason_kept(settings):
-    from orderengine.runtime import Runtime
-    rt = Runtime(settings.replace(max_attempts=2), registry=registry_of(FakeVenue("alpha", fail_tx=99)))
-    w = EmbeddedWorker(rt)
-    w.start()
-    try:
-        row = wait_terminal(rt, submit(rt))
-        last = rt.store.events(row.id)[-1]
-    finally:
-        w.stop()
+def test_an_order_fails_after_max_attempts_with_the_reason_kept(start_engine):
+    rt = start_engine(FakeVenue("alpha", fail_tx=99), max_attempts=2)
+    row = wait_terminal(rt, submit(rt))
+    last = rt.store.events(row.id)[-1]
     assert row.status == "failed" and row.attempts == 2
     assert row.error["code"] == "TX_FAILED"
     assert last.data == {"error": row.error, "attempts": 2}
 
 
-def test_slippage_beyond_tolerance_is_rejected_as_slippage_exceeded(settings):
-    from orderengine.runtime import Runtime
+def test_slippage_beyond_tolerance_is_rejected_as_slippage_exceeded(start_engine):
     venue = FakeVenue("alpha", fail_tx=99, tx_error="SLIPPAGE_EXCEEDED")
-    rt = Runtime(settings.replace(max_attempts=1), registry=registry_of(venue))
-    w = EmbeddedWorker(rt)
-    w.start()
-    try:
-        row = wait_terminal(rt, submit(rt, slippageBps=0))
-    finally:
-        w.stop()
+    rt = start_engine(venue, max_attempts=1)
+    row = wait_terminal(rt, submit(rt, slippageBps=0))
     assert row.status == "failed" and row.error["code"] == "SLIPPAGE_EXCEEDED"
     assert venue.fills == 0
 
 
-def test_a_non_retryable_error_fails_the_order_at_once(settings):
-    from orderengine.runtime import Runtime
-    rt = Runtime(settings, registry=registry_of(FakeVenue("alpha", max_in="0.5")))
-    w = EmbeddedWorker(rt)
-    w.start()
-    try:
-        row = wait_terminal(rt, submit(rt))
-    finally:
-        w.stop()
+def test_a_non_retryable_error_fails_the_order_at_once(start_engine):
+    rt = start_engine(FakeVenue("alpha", max_in="0.5"))
+    row = wait_terminal(rt, submit(rt))
     assert row.status == "failed" and row.attempts == 1
     assert row.error["code"] == InsufficientLiquidity.code
 
 
-def test_a_send_whose_outcome_is_unknown_is_looked_up_not_sent_again(settings):
-    from orderengine.runtime import Runtime
+def test_a_send_whose_outcome_is_unknown_is_looked_up_not_sent_again(start_engine):
     venue = FakeVenue("alpha", fail_sends=1)  # the tx lands, but the caller sees an error
-    rt = Runtime(settings, registry=registry_of(venue))
-    w = EmbeddedWorker(rt)
-    w.start()
-    try:
-        row = wait_terminal(rt, submit(rt))
-    finally:
-        w.stop()
+    rt = start_engine(venue)
+    row = wait_terminal(rt, submit(rt))
     assert row.status == "confirmed"
     assert venue.executions == 1 and venue.fills == 1
 
@@ -151,7 +122,6 @@ def test_a_step_from_before_a_takeover_is_dropped(runtime, venues):
 
 
 def test_waiting_for_quotes_holds_no_worker_thread(settings):
-    from orderengine.runtime import Runtime
     rt = Runtime(settings.replace(worker_concurrency=1, quote_timeout_ms=20_000),
                  registry=registry_of(FakeVenue("slow", quote_delay=5)))
     w = EmbeddedWorker(rt)
@@ -165,20 +135,14 @@ def test_waiting_for_quotes_holds_no_worker_thread(settings):
         rt.close()
 
 
-def test_max_orders_per_minute_holds_back_the_order_over_the_limit(settings):
-    from orderengine.runtime import Runtime
-    rt = Runtime(settings.replace(max_orders_per_minute=1), registry=registry_of(FakeVenue("alpha")))
-    w = EmbeddedWorker(rt)
-    w.start()
-    try:
-        ids = [submit(rt), submit(rt)]
-        # whichever the worker started first runs; the other waits for the window, asleep
-        started = wait_for(lambda: [i for i in ids if rt.store.get(i).status == "confirmed"])
-        held = rt.store.get(next(i for i in ids if i not in started))
-        assert len(started) == 1 and held.status == "pending"
-        assert held.work_due_at > utcnow() + dt.timedelta(seconds=30)
-    finally:
-        w.stop()
+def test_max_orders_per_minute_holds_back_the_order_over_the_limit(start_engine):
+    rt = start_engine(FakeVenue("alpha"), max_orders_per_minute=1)
+    ids = [submit(rt), submit(rt)]
+    # whichever the worker started first runs; the other waits for the window, asleep
+    started = wait_for(lambda: [i for i in ids if rt.store.get(i).status == "confirmed"])
+    held = rt.store.get(next(i for i in ids if i not in started))
+    assert len(started) == 1 and held.status == "pending"
+    assert held.work_due_at > utcnow() + dt.timedelta(seconds=30)
 
 
 def test_an_order_held_by_a_dead_worker_is_taken_over(runtime, venues):
@@ -195,7 +159,6 @@ def test_an_order_held_by_a_dead_worker_is_taken_over(runtime, venues):
 
 
 def test_an_order_whose_queued_step_was_lost_is_requeued(settings, venues):
-    from orderengine.runtime import Runtime
     rt = Runtime(settings.replace(lost_task_after_ms=1000), registry=registry_of(*venues))
     order_id = rt.store.create(parse_order_request(SOL_USDC),
                                Work(new_token(), None, utcnow() - dt.timedelta(seconds=5))).order_id
@@ -207,17 +170,11 @@ def test_an_order_whose_queued_step_was_lost_is_requeued(settings, venues):
         w.stop()
 
 
-def test_a_send_the_venue_refused_and_never_received_is_retried(settings):
-    from orderengine.runtime import Runtime
+def test_a_send_the_venue_refused_and_never_received_is_retried(start_engine):
     venue = FakeVenue("alpha", refuse_sends=1)
-    rt = Runtime(settings, registry=registry_of(venue))
-    w = EmbeddedWorker(rt)
-    w.start()
-    try:
-        row = wait_terminal(rt, submit(rt))
-        events = rt.store.events(row.id)
-    finally:
-        w.stop()
+    rt = start_engine(venue)
+    row = wait_terminal(rt, submit(rt))
+    events = rt.store.events(row.id)
     assert row.status == "confirmed" and row.attempts == 2
     assert [e.status.value for e in events][:5] == ["pending", "routing", "building", "retrying", "routing"]
     assert venue.fills == 1

@@ -3,7 +3,6 @@ from __future__ import annotations
 
 import threading
 import time
-from datetime import datetime, timedelta, timezone
 from decimal import Decimal
 
 import pytest
@@ -12,24 +11,12 @@ from orderengine.errors import InsufficientLiquidity, NoRoute, VenueUnavailable
 from orderengine.tokens import SOL, USDC, USDT, Token
 from orderengine.venue import SwapRequest, TxState, Venue, VenueEnvironment
 from venues import meteora, raydium
+from tests.fakes import FakeClock
 from venues.chain import SimChain
 
 BONK = Token("BONK", "DezXAZ8z7PnrnRJjz3wXBoRgixCa6xjnB7YaB1pPB263", 5)
 VENUES = {"raydium": raydium, "meteora": meteora}
 VENUE_CLASSES = {"raydium": raydium.Raydium, "meteora": meteora.Meteora}
-
-
-class FakeClock:
-    """A UTC clock that moves only when told to."""
-
-    def __init__(self) -> None:
-        self.now = datetime(2026, 11, 24, 10, 0, tzinfo=timezone.utc)
-
-    def __call__(self) -> datetime:
-        return self.now
-
-    def advance(self, ms: int) -> None:
-        self.now += timedelta(milliseconds=ms)
 
 
 @pytest.fixture
