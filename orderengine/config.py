@@ -38,7 +38,7 @@ class Settings:
     market_seed: int = 7
     log_level: str = "INFO"
     web_concurrency: int = 2
-    web_threads: int = 256
+    web_threads: int = 1000
     #: a worker whose heartbeat is older than this is dead; its orders are taken over
     worker_dead_after_ms: int = 10_000
     #: a step overdue this long is presumed lost (its queue went away) and re-queued
