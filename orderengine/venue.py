@@ -97,6 +97,9 @@ class Venue(abc.ABC):
     the engine calls them from its own I/O threads with a timeout."""
 
     name: str = "venue"
+    #: what the venue can do, for clients and operators to read (GET /api/venues):
+    #: "swap_exact_in" (all venues today), "wrapped_sol" (pools hold wSOL), ...
+    capabilities: frozenset[str] = frozenset({"swap_exact_in"})
     #: how long a sent transaction usually takes to settle; the engine waits
     #: about this long before it first asks for the status.
     confirmation_hint_ms: int = 0

@@ -40,6 +40,7 @@ class SimVenue(Venue):
     """A venue whose pools (`seeds`) are run by one chain program (`program_name`,
     priced by the pure module `program`). `chain` is for tests that bring their own."""
 
+    capabilities = frozenset({"swap_exact_in", "wrapped_sol"})
     program_name: str
     program: ModuleType
     seeds: Sequence[PoolSeed] = ()

@@ -31,7 +31,8 @@ def venues():
             listed.append({"name": name, "status": "unavailable", "error": f"{type(exc).__name__}: {exc}",
                            "pools": []})
             continue
-        listed.append({"name": name, "status": "loaded", "pools": [
+        listed.append({"name": name, "status": "loaded",
+                       "capabilities": sorted(getattr(venue, "capabilities", ())), "pools": [
             {"pool": p.pool_id, "tokens": [p.token_a, p.token_b], "feePct": decimal_str(p.fee_pct),
              "midPrice": decimal_str(p.mid_price),
              "liquidity": {k: decimal_str(v) for k, v in p.liquidity.items()}}
