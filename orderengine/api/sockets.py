@@ -45,7 +45,7 @@ def order_socket(ws) -> None:
     except EngineError as exc:
         _close_with_error(ws, exc)
         return
-    except Exception as exc:
+    except Exception:
         log.exception("order socket failed")
         _close_with_error(ws, ServiceUnavailable("The event stream is not available."), CLOSE_INTERNAL)
         return

@@ -1,7 +1,6 @@
 """The worker, in-process: intake -> queue -> routing -> execution -> event log."""
 import datetime as dt
 
-import pytest
 
 from orderengine.clock import utcnow
 from orderengine.errors import InsufficientLiquidity

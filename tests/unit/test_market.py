@@ -10,7 +10,7 @@ from orderengine.venue import VenueEnvironment
 from venues import cpmm, dlmm
 from venues.chain import SimChain
 from venues.market import MarketParams, oriented_mid, play_tick, trade_to_price
-from venues.meteora import SEEDS as METEORA_SEEDS, Meteora
+from venues.meteora import SEEDS as METEORA_SEEDS
 from venues.raydium import SEEDS as RAYDIUM_SEEDS, Raydium
 from venues.simvenue import _with_tokens
 
