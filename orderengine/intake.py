@@ -10,7 +10,7 @@ from __future__ import annotations
 import logging
 import uuid
 
-from sqlalchemy.exc import SQLAlchemyError
+from sqlalchemy.exc import DBAPIError, SQLAlchemyError
 
 from orderengine.clock import utcnow
 from orderengine.errors import ServiceUnavailable
@@ -27,7 +27,7 @@ def submit_order(runtime: Runtime, request: OrderRequest) -> Event:
     order_id = str(uuid.uuid4())
     token = new_token()
     try:
-        event = runtime.store.create(request, Work(token, None, utcnow()), order_id=order_id)
+        event = _create(runtime, request, Work(token, None, utcnow()), order_id)
     except SQLAlchemyError as exc:
         log.error("order not stored: database unavailable", extra={"error": str(exc)})
         raise ServiceUnavailable("The database is not available; the order was not accepted.") from exc
@@ -46,3 +46,14 @@ def submit_order(runtime: Runtime, request: OrderRequest) -> Event:
         raise ServiceUnavailable("The order queue is not available; the order was not accepted.") from exc
     log.info("order accepted", extra={"order_id": order_id, **request.to_dict()})
     return event
+
+
+def _create(runtime: Runtime, request: OrderRequest, work: Work, order_id: str) -> Event:
+    """Store the order; a pooled connection that died with a database restart is
+    replaced and the insert tried once more, rather than answering 503."""
+    try:
+        return runtime.store.create(request, work, order_id=order_id)
+    except DBAPIError as exc:
+        if not exc.connection_invalidated:
+            raise
+        return runtime.store.create(request, work, order_id=order_id)

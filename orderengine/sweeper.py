@@ -39,6 +39,7 @@ class Sweeper:
         self.queue_size = queue_size
         self.redis = redis_client
         self._redis_was_down = False
+        self._redis_run_id: str | None = None
         self.store = store
         self.engine = store.engine
         self.worker_id = worker_id
@@ -80,11 +81,14 @@ class Sweeper:
         if self.redis is None:
             return False
         try:
-            self.redis.ping()
+            run_id = self._redis_run()
         except Exception:
             self._redis_was_down = True
             return False
-        came_back, self._redis_was_down = self._redis_was_down, False
+        # a restart between two sweeps shows as a new run_id even if no ping ever failed
+        restarted = self._redis_run_id is not None and run_id != self._redis_run_id
+        self._redis_run_id = run_id
+        came_back, self._redis_was_down = self._redis_was_down or restarted, False
         if came_back:
             log.warning("redis is back; re-queueing steps that may have been lost with it")
         return came_back
@@ -143,6 +147,16 @@ class Sweeper:
             return self.queue_size() == 0
         except Exception:  # the queue is away: whatever it held may be lost
             return True
+
+    def _redis_run(self) -> str | None:
+        """Redis's run id (new at every restart); None where INFO is not offered."""
+        import redis
+
+        try:
+            return self.redis.info("server").get("run_id")
+        except redis.ResponseError:
+            self.redis.ping()
+            return None
 
     def hand_back(self) -> int:
         """On a graceful stop: put the orders this worker holds back on the
