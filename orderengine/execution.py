@@ -12,7 +12,8 @@ must still be current), looks at its status and does that status's one step:
 
 Then it schedules the next step and returns: no worker thread waits for a
 quote or a confirmation. A new attempt starts only after the venue said the
-last one definitely failed, so an order is never filled twice.
+last one definitely failed (or, for a send it refused, that it never got it),
+so an order is never filled twice.
 """
 from __future__ import annotations
 
