@@ -16,6 +16,16 @@ from tests.unit.conftest import SOL_USDC, wait_for, wait_terminal
 HAPPY = ["pending", "routing", "building", "submitted", "confirmed"]
 
 
+def run_to_the_end(runtime, order_id):
+    """Start a worker on a runtime prepared by the test; the order's final snapshot."""
+    worker = EmbeddedWorker(runtime)
+    worker.start()
+    try:
+        return wait_terminal(runtime, order_id)
+    finally:
+        worker.stop()
+
+
 def submit(runtime, **fields):
     return submit_order(runtime, parse_order_request({**SOL_USDC, **fields})).order_id
 
@@ -102,12 +112,7 @@ def test_an_order_stopped_in_building_after_its_swap_was_sent_is_never_filled_tw
     venues[0].execute(SwapRequest("alpha-pool", SOL, USDC, Decimal("1"), Decimal("140")), f"{order_id}:1")
     runtime.store.claim(order_id, token, "dead-worker")  # held by a worker that no longer beats
 
-    w = EmbeddedWorker(runtime)
-    w.start()
-    try:
-        row = wait_terminal(runtime, order_id)
-    finally:
-        w.stop()
+    row = run_to_the_end(runtime, order_id)
     assert row.status == "confirmed"
     assert statuses(runtime, order_id) == ["pending", "routing", "building", "submitted", "confirmed"]
     assert venues[0].executions == 1 and venues[0].fills == 1
@@ -148,12 +153,7 @@ def test_an_order_held_by_a_dead_worker_is_taken_over(runtime, venues):
     order_id = submit(runtime)
     token = runtime.store.get(order_id).work_token
     runtime.store.set_work(order_id, token, Work(token, "worker-that-died", utcnow()))
-    w = EmbeddedWorker(runtime)
-    w.start()
-    try:
-        row = wait_terminal(runtime, order_id)
-    finally:
-        w.stop()
+    row = run_to_the_end(runtime, order_id)
     assert row.status == "confirmed" and venues[0].fills + venues[1].fills == 1
 
 
