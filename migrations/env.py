@@ -2,7 +2,7 @@
 import sqlalchemy as sa
 from alembic import context
 
-from orderengine.db import create_db_engine
+from orderengine.db import create_db_engine, writing
 from orderengine.models import Base
 
 config = context.config
@@ -11,7 +11,7 @@ url = config.attributes.get("database_url") or config.get_main_option("sqlalchem
 
 def run_migrations_online() -> None:
     engine = create_db_engine(url, pool_size=1)
-    with engine.connect() as connection:
+    with writing(engine).connect() as connection:
         if connection.dialect.name == "postgresql":  # two processes migrating at once take turns
             connection.execute(sa.text("SELECT pg_advisory_lock(80111)"))
             connection.commit()

@@ -1,8 +1,10 @@
 """The database engine, configured the same way for SQLite and PostgreSQL.
 
-SQLite (the embedded default) gets WAL, a busy timeout and `BEGIN IMMEDIATE`
-so that threads writing at once queue up instead of failing; PostgreSQL gets
-a connection pool sized for a worker's threads.
+SQLite (the embedded default) gets WAL and a busy timeout, and writers that go
+through `writing(engine)` begin with `BEGIN IMMEDIATE`, so threads writing at
+once queue up instead of failing while readers take no lock; PostgreSQL gets a
+connection pool sized for a worker's threads. The engine's tables and the
+simulated chain's are reached through engines made here.
 """
 from __future__ import annotations
 
@@ -40,17 +42,18 @@ def _sqlite_engine(url: str) -> Engine:
 
     @sa.event.listens_for(engine, "begin")
     def _on_begin(conn):  # pragma: no cover - driver glue
-        # writers take the lock up front and queue for it; readers (see `reading`) do not
-        conn.exec_driver_sql("BEGIN " + conn.get_execution_options().get("sqlite_begin", "IMMEDIATE"))
+        # writers (see `writing`) take the lock up front and queue for it; readers do not
+        conn.exec_driver_sql("BEGIN " + conn.get_execution_options().get("sqlite_begin", "DEFERRED"))
 
     return engine
 
 
-def reading(engine: Engine) -> Engine:
-    """The same engine for reads only: on SQLite they do not take the write lock."""
-    return engine.execution_options(sqlite_begin="DEFERRED")
+def writing(engine: Engine) -> Engine:
+    """The same engine for transactions that write: on SQLite they take the write
+    lock when they begin, so concurrent writers wait their turn (busy_timeout)."""
+    return engine.execution_options(sqlite_begin="IMMEDIATE")
 
 
 def ping(engine: Engine) -> None:
-    with reading(engine).connect() as conn:
+    with engine.connect() as conn:
         conn.execute(sa.text("SELECT 1"))

@@ -20,7 +20,7 @@ from sqlalchemy.engine import Engine
 from orderengine.amounts import decimal_str
 from orderengine.bus import EventBus
 from orderengine.clock import iso, utcnow
-from orderengine.db import reading
+from orderengine.db import writing
 from orderengine.errors import OrderNotFound
 from orderengine.events import Event
 from orderengine.lifecycle import ACTIVE, TERMINAL, Status, check_transition
@@ -64,13 +64,13 @@ def new_token() -> str:
 class OrderStore:
     def __init__(self, engine: Engine, bus: EventBus) -> None:
         self.engine = engine
-        self.reader = reading(engine)
+        self.writer = writing(engine)
         self.bus = bus
 
     # --- reads ------------------------------------------------------------
 
     def get(self, order_id: str) -> Any | None:
-        with self.reader.connect() as conn:
+        with self.engine.connect() as conn:
             return conn.execute(sa.select(orders).where(orders.c.id == order_id)).one_or_none()
 
     def require(self, order_id: str) -> Any:
@@ -83,14 +83,14 @@ class OrderStore:
         query = (sa.select(order_events)
                  .where(order_events.c.order_id == order_id, order_events.c.seq > since)
                  .order_by(order_events.c.seq))
-        with self.reader.connect() as conn:
+        with self.engine.connect() as conn:
             return [Event.from_row(r) for r in conn.execute(query)]
 
     def last_event(self, order_id: str, status: Status) -> Event | None:
         query = (sa.select(order_events)
                  .where(order_events.c.order_id == order_id, order_events.c.status == status.value)
                  .order_by(order_events.c.seq.desc()).limit(1))
-        with self.reader.connect() as conn:
+        with self.engine.connect() as conn:
             row = conn.execute(query).one_or_none()
         return Event.from_row(row) if row else None
 
@@ -100,7 +100,7 @@ class OrderStore:
         """Insert a new order with its `pending` event."""
         order_id = order_id or str(uuid.uuid4())
         now = utcnow()
-        with self.engine.begin() as conn:
+        with self.writer.begin() as conn:
             conn.execute(sa.insert(orders).values(
                 id=order_id, type=request.type, token_in=request.token_in.symbol,
                 token_out=request.token_out.symbol, amount_in=request.amount_in,
@@ -120,7 +120,7 @@ class OrderStore:
         untouched = (sa.select(orders.c.id)
                      .where(orders.c.id == order_id, orders.c.status == Status.PENDING.value,
                             orders.c.last_seq == 1, orders.c.work_owner.is_(None)))
-        with self.engine.begin() as conn:
+        with self.writer.begin() as conn:
             if conn.dialect.name == "postgresql":
                 untouched = untouched.with_for_update()  # a worker's claim waits for our answer
             if conn.execute(untouched).first() is None:
@@ -135,7 +135,7 @@ class OrderStore:
         """Move the order to `target` and append its event, atomically. `current` is
         the version the caller knows (saves a read); a stale one raises StaleWork."""
         now = utcnow()
-        with self.engine.begin() as conn:
+        with self.writer.begin() as conn:
             row = current or self._version(conn, order_id, token)
             status = check_transition(row.status, target)
             seq = row.last_seq + 1
@@ -180,7 +180,7 @@ class OrderStore:
                  .where(orders.c.id == order_id, orders.c.work_token == token,
                         orders.c.status.in_([s.value for s in ACTIVE]))
                  .values(work_owner=owner))
-        with self.engine.begin() as conn:
+        with self.writer.begin() as conn:
             if conn.dialect.update_returning:
                 return conn.execute(claim.returning(*orders.c)).one_or_none()
             if conn.execute(claim).rowcount != 1:  # SQLite before 3.35
@@ -189,7 +189,7 @@ class OrderStore:
 
     def set_work(self, order_id: str, token: str, work: Work) -> bool:
         """Record who does the next step and when, without a status change."""
-        with self.engine.begin() as conn:
+        with self.writer.begin() as conn:
             result = conn.execute(
                 sa.update(orders)
                 .where(orders.c.id == order_id, orders.c.work_token == token,
@@ -210,7 +210,7 @@ class OrderStore:
                  .where(orders.c.status.in_([s.value for s in ACTIVE]),
                         sa.or_(owned_by_dead, orders.c.work_due_at < lost_before))
                  .order_by(orders.c.work_due_at).limit(limit))
-        with self.reader.connect() as conn:
+        with self.engine.connect() as conn:
             return [(r.id, r.work_token) for r in conn.execute(query)]
 
 

@@ -41,7 +41,7 @@ class Sweeper:
         self._redis_was_down = False
         self._redis_run_id: str | None = None
         self.store = store
-        self.engine = store.engine
+        self.engine = store.writer  # every transaction here writes
         self.worker_id = worker_id
         self.enqueue = enqueue
         self._stop = threading.Event()

@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
 import random
 import threading
 from contextlib import contextmanager
@@ -20,9 +19,10 @@ from decimal import Decimal
 from typing import Any, Callable, Iterator
 
 import sqlalchemy as sa
-from sqlalchemy import event, exc
+from sqlalchemy import exc
 from sqlalchemy.engine import Connection, Engine
 
+from orderengine.db import create_db_engine, writing
 from orderengine.venue import InsufficientLiquidity, TxState, TxStatus
 from venues import cpmm, dlmm
 from venues.market import MarketParams, play_tick
@@ -153,27 +153,8 @@ def engine_for(url: str) -> Engine:
 
 
 def _build_engine(url: str) -> Engine:
-    parsed = sa.engine.make_url(url)
-    if parsed.get_backend_name() != "sqlite":
-        return sa.create_engine(url, pool_size=15, max_overflow=5)
-    if parsed.database and parsed.database != ":memory:":
-        os.makedirs(os.path.dirname(os.path.abspath(parsed.database)), exist_ok=True)
-    engine = sa.create_engine(url, connect_args={"timeout": 30})
-
-    @event.listens_for(engine, "connect")
-    def _on_connect(dbapi_connection: Any, _record: Any) -> None:
-        # take BEGIN away from pysqlite so that writers can ask for IMMEDIATE
-        dbapi_connection.isolation_level = None
-        cursor = dbapi_connection.cursor()
-        cursor.execute("PRAGMA journal_mode=WAL")
-        cursor.execute("PRAGMA busy_timeout=30000")
-        cursor.close()
-
-    @event.listens_for(engine, "begin")
-    def _on_begin(conn: Connection) -> None:
-        conn.exec_driver_sql("BEGIN " + conn.get_execution_options().get("sqlite_begin", "DEFERRED"))
-
-    return engine
+    # the same configuration as the engine's own database: WAL, busy timeout, IMMEDIATE writers
+    return create_db_engine(url, pool_size=15)
 
 
 def _create_tables(engine: Engine) -> None:
@@ -193,9 +174,7 @@ def _create_tables(engine: Engine) -> None:
 def _writing(engine: Engine) -> Iterator[Connection]:
     """A write transaction; on SQLite it takes the write lock up front (BEGIN
     IMMEDIATE), so concurrent writers wait their turn instead of failing."""
-    with engine.connect() as conn:
-        if engine.dialect.name == "sqlite":
-            conn.execution_options(sqlite_begin="IMMEDIATE")
+    with writing(engine).connect() as conn:
         with conn.begin():
             yield conn
 
