@@ -82,10 +82,6 @@ class Waker:
             heapq.heappush(self._heap, (time.monotonic() + max(0.0, seconds), next(self._counter), fn))
             self._cond.notify()
 
-    def pending(self) -> int:
-        with self._cond:
-            return len(self._heap)
-
     def stop(self) -> None:
         with self._cond:
             self._stopped = True
