@@ -13,6 +13,8 @@ from typing import Any, Callable, Mapping
 
 from dotenv import dotenv_values
 
+from orderengine.db import normalize_url
+
 DEFAULT_DATABASE_URL = "sqlite:///var/orderengine.db"
 
 
@@ -80,10 +82,7 @@ def _rate(raw: str) -> float:
 
 
 def _database_url(raw: str) -> str:
-    url = raw.strip()
-    for prefix in ("postgres://", "postgresql://"):
-        if url.startswith(prefix):
-            return "postgresql+psycopg://" + url[len(prefix):]
+    url = normalize_url(raw.strip())
     if not (url.startswith("sqlite:") or url.startswith("postgresql+psycopg:")):
         raise ConfigError(f"must be a sqlite:/// or postgresql:// URL, got {raw!r}")
     return url

@@ -14,6 +14,14 @@ import sqlalchemy as sa
 from sqlalchemy.engine import Engine
 
 
+def normalize_url(url: str) -> str:
+    """postgres:// and postgresql:// mean psycopg 3 here."""
+    for prefix in ("postgres://", "postgresql://"):
+        if url.startswith(prefix):
+            return "postgresql+psycopg://" + url[len(prefix):]
+    return url
+
+
 def create_db_engine(url: str, pool_size: int = 15) -> Engine:
     """On PostgreSQL a pool of `pool_size` connections plus 5 for bursts (a worker needs
     one per thread, and the server's 100 connections are shared by every process)."""

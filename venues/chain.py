@@ -22,7 +22,7 @@ import sqlalchemy as sa
 from sqlalchemy import exc
 from sqlalchemy.engine import Connection, Engine
 
-from orderengine.db import create_db_engine, writing
+from orderengine.db import create_db_engine, normalize_url, writing
 from orderengine.venue import InsufficientLiquidity, TxState, TxStatus
 from venues import cpmm, dlmm
 from venues.market import MarketParams, play_tick
@@ -130,14 +130,6 @@ def address_for(seed: str) -> str:
 
 
 # --- engines ----------------------------------------------------------------------
-
-def normalize_url(url: str) -> str:
-    """postgres:// and postgresql:// mean psycopg 3 here."""
-    for prefix in ("postgres://", "postgresql://"):
-        if url.startswith(prefix):
-            return "postgresql+psycopg://" + url[len(prefix):]
-    return url
-
 
 _engines: dict[str, Engine] = {}
 _engines_lock = threading.Lock()
