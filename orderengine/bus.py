@@ -53,6 +53,7 @@ class Subscription:
 class EventBus(Protocol):
     def publish(self, event: Event) -> None: ...
     def subscribe(self, order_id: str) -> Subscription: ...
+    def healthy(self) -> bool: ...
     def close(self) -> None: ...
 
 
@@ -101,6 +102,9 @@ class MemoryBus(LocalFanout):
     def publish(self, event: Event) -> None:
         self.deliver(event.order_id, event)
 
+    def healthy(self) -> bool:
+        return True
+
     def close(self) -> None:
         pass
 
@@ -129,6 +133,10 @@ class RedisBus(LocalFanout):
     def subscribe(self, order_id: str) -> Subscription:
         self._ensure_listening()
         return super().subscribe(order_id)
+
+    def healthy(self) -> bool:
+        """Subscribed to Redis right now (False while it reconnects)."""
+        return self._ready.is_set()
 
     def close(self) -> None:
         self._stopping.set()
