@@ -52,6 +52,7 @@ class Subscription:
 
 class EventBus(Protocol):
     def publish(self, event: Event) -> None: ...
+    def publish_many(self, events: list[Event]) -> None: ...
     def subscribe(self, order_id: str) -> Subscription: ...
     def healthy(self) -> bool: ...
     def close(self) -> None: ...
@@ -102,6 +103,10 @@ class MemoryBus(LocalFanout):
     def publish(self, event: Event) -> None:
         self.deliver(event.order_id, event)
 
+    def publish_many(self, events: list[Event]) -> None:
+        for event in events:
+            self.deliver(event.order_id, event)
+
     def healthy(self) -> bool:
         return True
 
@@ -129,6 +134,18 @@ class RedisBus(LocalFanout):
         except Exception as exc:  # redis down: the database still has it
             log.warning("event publish failed", extra={"order_id": event.order_id,
                                                        "seq": event.seq, "error": str(exc)})
+
+    def publish_many(self, events: list[Event]) -> None:
+        """Many events in one Redis round trip (a pipeline); best effort as `publish`."""
+        if not events:
+            return
+        try:
+            with self._client.pipeline(transaction=False) as pipe:
+                for event in events:
+                    pipe.publish(CHANNEL_PREFIX + event.order_id, event.to_json())
+                pipe.execute()
+        except Exception as exc:  # redis down: the database still has them
+            log.warning("event publish failed", extra={"events": len(events), "error": str(exc)})
 
     def subscribe(self, order_id: str) -> Subscription:
         self._ensure_listening()

@@ -18,7 +18,7 @@ from orderengine.config import Settings
 from orderengine.db import create_db_engine, ping
 from orderengine.execution import OrderExecutor, new_worker_id
 from orderengine.plugins import VenueRegistry, load_venues
-from orderengine.queue import PRIORITY_IN_FLIGHT, Waker, build_huey
+from orderengine.queue import PRIORITY_IN_FLIGHT, PRIORITY_NEW_ORDER, Waker, build_huey
 from orderengine.routing import QuoteFetcher
 from orderengine.store import OrderStore
 from orderengine.sweeper import Sweeper
@@ -52,6 +52,12 @@ class Runtime:
                 priority: int = PRIORITY_IN_FLIGHT) -> None:
         """Queue the order's next step (raises if the queue is unreachable)."""
         self.huey.enqueue(self._advance.s(order_id, token, payload, priority=priority))
+
+    def queue_new_orders(self, orders: list[tuple[str, str]]) -> None:
+        """Tell the workers that these (order_id, work token) pairs, just committed,
+        are due (raises if the queue is unreachable: the caller withdraws them)."""
+        for order_id, token in orders:
+            self.enqueue(order_id, token, priority=PRIORITY_NEW_ORDER)
 
     def _run_advance(self, order_id: str, token: str, payload: dict | None = None) -> None:
         if self.worker is None:

@@ -15,7 +15,7 @@ import abc
 import enum
 from dataclasses import dataclass, field
 from decimal import Decimal
-from typing import Mapping
+from typing import Mapping, Sequence
 
 from orderengine.errors import (  # noqa: F401  (re-exported for plugin authors)
     ExecutionError, InsufficientLiquidity, NoRoute, SlippageExceeded,
@@ -62,6 +62,14 @@ class Quote:
     fee_token: Token
     price: Decimal            # amount_out / amount_in (token_out per token_in)
     price_impact_pct: Decimal  # how much worse than the pool's mid price, in percent
+
+
+@dataclass(frozen=True)
+class QuoteRequest:
+    """One swap to price: `amount_in` of `token_in` for `token_out`."""
+    token_in: Token
+    token_out: Token
+    amount_in: Decimal
 
 
 @dataclass(frozen=True)
@@ -127,3 +135,49 @@ class Venue(abc.ABC):
     def lookup(self, client_tx_id: str) -> TxStatus:
         """Where the transaction sent under `client_tx_id` stands; UNKNOWN when
         the venue never received it (so sending it is safe)."""
+
+    # --- batches: the engine works on many orders at once ------------------------
+    # Each has a default that loops over the one-at-a-time method, so a plugin that
+    # only implements those keeps working; a venue whose API takes batches (Solana's
+    # getSignatureStatuses takes up to 256 signatures) overrides them.
+
+    #: the most items the engine passes to one batch call
+    max_batch: int = 256
+
+    def quotes(self, requests: Sequence[QuoteRequest]) -> list[Quote | ExecutionError]:
+        """Price many swaps against current pool state: one answer per request, in
+        order, each a Quote or the ExecutionError that `quote` would raise for it.
+        An error that concerns the whole call (the venue is unreachable) may be raised."""
+        out: list[Quote | ExecutionError] = []
+        for r in requests:
+            try:
+                out.append(self.quote(r.token_in, r.token_out, r.amount_in))
+            except ExecutionError as exc:
+                out.append(exc)
+        return out
+
+    def execute_many(self, sends: Sequence[tuple[SwapRequest, str]]) -> list[str | Exception]:
+        """Send many swaps, each under its client transaction id (idempotent as
+        `execute`): one answer per send, in order, its signature or the exception
+        `execute` would raise for it."""
+        out: list[str | Exception] = []
+        for swap, client_tx_id in sends:
+            try:
+                out.append(self.execute(swap, client_tx_id))
+            except Exception as exc:  # reported per send: the engine decides what it means
+                out.append(exc)
+        return out
+
+    def statuses(self, signatures: Sequence[str]) -> list[TxStatus]:
+        """Where many sent transactions stand, one TxStatus per signature, in order
+        (like Solana's getSignatureStatuses). Raises when the venue cannot answer."""
+        return [self.status(s) for s in signatures]
+
+    def lookups(self, client_tx_ids: Sequence[str]) -> list[TxStatus]:
+        """`lookup` for many client transaction ids, one TxStatus each, in order."""
+        return [self.lookup(c) for c in client_tx_ids]
+
+    def maintain(self) -> None:
+        """Called about once a second from one background thread of every worker
+        process (never on a request or a step): the place for a venue's periodic
+        work. The simulated venues move their market here. Default: nothing."""
