@@ -1,19 +1,24 @@
-"""The worker's steps: advance one order by one status, then hand it on.
+"""The worker's steps, each done for a whole batch of orders at once.
 
-`advance(order_id, token)` is the only task. It claims the order (the token
-must still be current), looks at its status and does that status's one step:
+The pump (pump.py) hands the executor the orders whose next step is due; the
+executor groups them by status and moves each group on with ONE transaction
+(`OrderStore.transition_many`) and one call per venue:
 
-  pending/retrying -> routing   start an attempt; quotes are fetched off-thread
-  routing          -> building  record the decision, then send the swap
-  building         -> submitted the swap is sent under a client tx id
-                                (order:attempt); on resume we first ask the
-                                venue whether it got it, never send blind
-  submitted        -> confirmed/retrying/failed  ask the venue for the tx
+  pending/retrying -> routing   start an attempt; quotes for the whole group are
+                                fetched off-thread, one `quotes` call per venue
+  routing          -> building  on the quotes: decide per order, record it
+  building         -> submitted send the swaps, one `execute_many` per venue, each
+                                under the client tx id order:attempt; an order
+                                resumed in `building` is looked up first, never
+                                sent blind
+  submitted        -> confirmed/retrying/failed   one `statuses` call per venue;
+                                a poll that finds nothing new writes nothing
 
-Then it schedules the next step and returns: no worker thread waits for a
-quote or a confirmation. A new attempt starts only after the venue said the
-last one definitely failed (or, for a send it refused, that it never got it),
-so an order is never filled twice.
+Between steps an order waits in the pump's timer, held by this worker; no thread
+waits for a quote or a confirmation. A new attempt starts only after the venue
+said the last one definitely failed (or, for a send it refused, that it never got
+it), so an order is never filled twice. Every write is guarded by the order's work
+token and seq, so a step of a worker that lost the order changes nothing.
 """
 from __future__ import annotations
 
@@ -21,18 +26,21 @@ import logging
 import os
 import socket
 import uuid
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
 from decimal import Decimal
-from typing import Any, Callable
+from typing import Any, Callable, Iterable
 
 from orderengine.amounts import decimal_str
 from orderengine.clock import after_ms, utcnow
 from orderengine.config import Settings
 from orderengine.errors import ExecutionError, VenueUnavailable, error_from_dict
-from orderengine.lifecycle import IllegalTransition, Status
-from orderengine.routing import QuoteFetcher, decide
-from orderengine.store import OrderStore, StaleWork, Version, Work
+from orderengine.events import Event
+from orderengine.lifecycle import Status
+from orderengine.routing import QuoteFetcher, QuoteOutcome, decide
+from orderengine.store import Change, OrderStore, Version, Work
 from orderengine.tokens import by_symbol
-from orderengine.venue import SwapRequest, TxState, TxStatus, Venue
+from orderengine.venue import QuoteRequest, SwapRequest, TxState, TxStatus, Venue
 
 log = logging.getLogger(__name__)
 
@@ -40,10 +48,8 @@ PRICE_PLACES = Decimal("1e-12")
 SEND_RECHECK_S = 1.0        # a send whose outcome we could not learn is looked up again after this
 POLL_MIN_S = 0.1            # confirmation polls: no more often than this
 POLL_MAX_S = 2.0
-EARLY_TOLERANCE_S = 0.02    # a wake-up this early is treated as on time
-STEP_RETRY_S = 2.0          # a step that raised runs again after this
-
-Enqueue = Callable[[str, str, "dict[str, Any] | None"], None]
+STEP_RETRY_S = 2.0          # a step that raised runs again after this (re-read from the database)
+VENUE_MISSING_S = 30.0      # an order whose venue is not loaded here waits this long
 
 
 def new_worker_id() -> str:
@@ -51,214 +57,336 @@ def new_worker_id() -> str:
     return f"{socket.gethostname()[:40]}:{os.getpid()}:{uuid.uuid4().hex[:8]}"
 
 
+@dataclass
+class Held:
+    """An order this worker holds, as its last step left it."""
+    id: str
+    token: str
+    status: str
+    last_seq: int
+    attempts: int
+    token_in: str
+    token_out: str
+    amount_in: Decimal
+    slippage_bps: int
+    venue: str | None = None
+    tx_hash: str | None = None
+    decision: dict[str, Any] | None = None  # the routing decision, while building
+    reload: bool = False                    # re-read from the database before the next step
+
+    @classmethod
+    def of(cls, row: Any) -> "Held":
+        return cls(row.id, row.work_token, row.status, row.last_seq, row.attempts, row.token_in,
+                   row.token_out, row.amount_in, row.slippage_bps, row.venue, row.tx_hash)
+
+    @property
+    def version(self) -> Version:
+        return Version(self.status, self.last_seq, self.attempts)
+
+    def moved(self, event: Event) -> None:
+        self.status, self.last_seq, self.attempts = event.status.value, event.seq, event.attempt
+
+
+#: later(orders, seconds): run these orders' next step after `seconds` (the pump's timer)
+Later = Callable[[list[Held], float], None]
+
+
 class OrderExecutor:
     def __init__(self, settings: Settings, store: OrderStore, venues: dict[str, Venue],
-                 fetcher: QuoteFetcher, throttle, enqueue: Enqueue, later: Callable[[float, Callable[[], None]], None],
-                 worker_id: str) -> None:
+                 fetcher: QuoteFetcher, throttle, later: Later, worker_id: str) -> None:
         self.settings = settings
         self.store = store
         self.venues = venues
         self.fetcher = fetcher
         self.throttle = throttle
-        self.enqueue = enqueue
         self.later = later
         self.worker_id = worker_id
+        self._pool = ThreadPoolExecutor(max_workers=settings.worker_concurrency, thread_name_prefix="step")
+        self._steps: dict[str, Callable[[list[Held]], None]] = {
+            Status.PENDING.value: self._start_attempts,
+            Status.RETRYING.value: self._start_attempts,
+            Status.ROUTING.value: self._fetch_quotes,  # resumed: its quotes were lost with a worker
+            Status.BUILDING.value: self._resume_send,
+            Status.SUBMITTED.value: self._settle,
+        }
 
-    # --- the task ----------------------------------------------------------
+    # --- entry points ---------------------------------------------------------------
 
-    def advance(self, order_id: str, token: str, payload: dict[str, Any] | None = None) -> None:
+    def submit(self, batch: Iterable[Held]) -> None:
+        """Run the due step of every order in `batch` on the step threads, one task per status."""
+        for status, group in _by(batch, lambda h: h.status).items():
+            self._pool.submit(self._guarded, self._steps[status], group)
+
+    def run(self, batch: Iterable[Held]) -> None:
+        """The same as `submit`, on the calling thread (tests, and the step threads)."""
+        for status, group in _by(batch, lambda h: h.status).items():
+            self._guarded(self._steps[status], group)
+
+    def close(self, wait: bool = True) -> None:
+        self._pool.shutdown(wait=wait, cancel_futures=True)
+
+    def _guarded(self, step: Callable[..., None], group: list[Held], *args: Any) -> None:
+        # Every step can be run again (writes are guarded by token and seq, sends by the
+        # client tx id), so a step that broke - the database went away - is, from what
+        # the database says then.
         try:
-            self._advance(order_id, token, payload)
-        except (StaleWork, IllegalTransition):
-            log.info("order moved on without this step; step abandoned", extra={"order_id": order_id})
+            step(group, *args)
         except Exception:
-            # Every step can be run again (writes are guarded by token and seq, sends by
-            # the client tx id), so a step that broke - the database went away - is.
-            log.exception("step failed; it runs again shortly", extra={"order_id": order_id})
-            self.later(STEP_RETRY_S, lambda: self.enqueue(order_id, token, payload))
+            log.exception("step failed; it runs again shortly",
+                          extra={"order_ids": [h.id for h in group][:20], "orders": len(group)})
+            for held in group:
+                held.reload = True
+            self.later(group, STEP_RETRY_S)
 
-    def _advance(self, order_id: str, token: str, payload: dict[str, Any] | None) -> None:
-        row = self.store.claim(order_id, token, self.worker_id)
-        if row is None:
-            log.debug("stale step dropped", extra={"order_id": order_id})
-            return
-        wait = (row.work_due_at - utcnow()).total_seconds() if row.work_due_at else 0.0
-        if wait > EARLY_TOLERANCE_S and payload is None:
-            self._wake_in(order_id, token, wait)  # handed to us early (a hand-back, a sweep)
-            return
-        step = {
-            Status.PENDING: self._start_attempt,
-            Status.RETRYING: self._start_attempt,
-            Status.ROUTING: self._route,
-            Status.BUILDING: self._send,
-            Status.SUBMITTED: self._settle,
-        }[Status(row.status)]
-        step(row, token, payload)
+    # --- steps ------------------------------------------------------------------
 
-    # --- steps -------------------------------------------------------------
+    def _start_attempts(self, group: list[Held]) -> None:
+        ready, throttled = [], []
+        for held in group:
+            delay = self.throttle.acquire() if held.status == Status.PENDING.value else 0.0
+            (throttled if delay > 0 else ready).append((held, delay))
+        if throttled:
+            self.store.set_work_many([(h.id, h.token, Work(h.token, self.worker_id, after_ms(d * 1000)))
+                                      for h, d in throttled])
+            for held, delay in throttled:
+                log.info("order throttled", extra={"order_id": held.id, "wait_ms": int(delay * 1000)})
+                self.later([held], delay)
+        venues = sorted(self.venues)
+        started = self._move([Change(h.id, h.token, h.version, Status.ROUTING, {"venues": venues},
+                                     attempt=h.attempts + 1, changes={"attempts": h.attempts + 1},
+                                     work=Work(h.token, self.worker_id, utcnow()))
+                              for h, _ in ready], [h for h, _ in ready])
+        if started:
+            self._fetch_quotes(started)
 
-    def _start_attempt(self, row: Any, token: str, payload: dict | None) -> None:
-        if row.status == Status.PENDING.value:
-            delay = self.throttle.acquire()
-            if delay > 0:
-                log.info("order throttled", extra={"order_id": row.id, "wait_ms": int(delay * 1000)})
-                self._wake_in(row.id, token, delay)
-                return
-        attempt = row.attempts + 1
-        self.store.transition(row.id, Status.ROUTING, token=token, attempt=attempt,
-                              changes={"attempts": attempt},
-                              data={"venues": sorted(self.venues)},
-                              work=Work(token, self.worker_id, utcnow()), current=Version.of(row))
-        self._fetch_quotes(row, token, attempt)
+    def _fetch_quotes(self, group: list[Held]) -> None:
+        requests = [QuoteRequest(by_symbol(h.token_in), by_symbol(h.token_out), h.amount_in) for h in group]
+        self.fetcher.fetch_many(requests, lambda outcomes: self._pool.submit(
+            self._guarded, self._route, group, outcomes))
 
-    def _fetch_quotes(self, row: Any, token: str, attempt: int) -> None:
-        token_in, token_out = by_symbol(row.token_in), by_symbol(row.token_out)
-
-        def quoted(outcomes) -> None:
+    def _route(self, group: list[Held], outcomes: list[list[QuoteOutcome]]) -> None:
+        failed: list[tuple[Held, ExecutionError]] = []
+        changes, deciding = [], []
+        for held, quotes in zip(group, outcomes):
             try:
-                decision = decide(outcomes, token_in, token_out, row.amount_in, row.slippage_bps)
-                payload = {"attempt": attempt, "decision": decision}
+                decision = decide(quotes, by_symbol(held.token_in), by_symbol(held.token_out),
+                                  held.amount_in, held.slippage_bps)
             except ExecutionError as exc:
-                payload = {"attempt": attempt, "error": exc.to_dict(),
-                           "quotes": [o.to_dict() for o in outcomes]}
-            self.later(0, lambda: self.enqueue(row.id, token, payload))  # retried while the queue is down
+                log.info("no route", extra={"order_id": held.id, "attempt": held.attempts,
+                                            "quotes": [q.to_dict() for q in quotes], "error": exc.to_dict()})
+                failed.append((held, exc))
+                continue
+            held.decision = dict(decision, clientTxId=f"{held.id}:{held.attempts}")
+            log.info("routing decision", extra={
+                "order_id": held.id, "attempt": held.attempts, "venue": decision["venue"],
+                "expected_out": decision["expectedOut"], "min_amount_out": decision["minAmountOut"],
+                "quotes": decision["quotes"]})
+            changes.append(Change(held.id, held.token, held.version, Status.BUILDING, held.decision,
+                                  changes={"venue": decision["venue"]}))
+            deciding.append(held)
+        self._attempts_failed(failed)
+        building = self._move(changes, deciding)
+        if building:
+            self._send(building, known_unsent=True)
 
-        self.fetcher.fetch(token_in, token_out, row.amount_in, quoted)
+    def _resume_send(self, group: list[Held]) -> None:
+        """Orders stopped in `building`: the swap may or may not have gone out."""
+        missing = [h.id for h in group if h.decision is None]
+        decisions = self.store.last_events(missing, Status.BUILDING) if missing else {}
+        for held in group:
+            if held.decision is None:
+                held.decision = decisions[held.id].data
+        self._send(group, known_unsent=False)
 
-    def _route(self, row: Any, token: str, payload: dict | None) -> None:
-        if not payload or payload.get("attempt") != row.attempts:
-            self._fetch_quotes(row, token, row.attempts)  # resumed: quotes were lost with a worker
+    def _send(self, group: list[Held], known_unsent: bool) -> None:
+        submitted: list[tuple[Held, str]] = []
+        unknown: list[Held] = []
+        failed: list[tuple[Held, ExecutionError]] = []
+        for name, orders in _by(group, lambda h: h.decision["venue"]).items():
+            venue = self.venues.get(name)
+            if venue is None:
+                self._venue_missing(orders, name)
+                continue
+            for chunk in _chunks(orders, venue.max_batch):
+                self._send_to(venue, chunk, known_unsent, submitted, unknown, failed)
+        if unknown:
+            log.warning("send outcome unknown; will ask the venue",
+                        extra={"order_ids": [h.id for h in unknown][:20], "orders": len(unknown)})
+            self.later(unknown, SEND_RECHECK_S)
+        self._attempts_failed(failed)
+        first_poll: dict[str, float] = {}
+        changes = []
+        for held, signature in submitted:
+            venue = self.venues[held.decision["venue"]]
+            first_poll[held.id] = venue.confirmation_hint_ms / 1000 * 0.8
+            changes.append(Change(held.id, held.token, held.version, Status.SUBMITTED,
+                                  {"venue": venue.name, "txHash": signature},
+                                  changes={"tx_hash": signature, "venue": venue.name},
+                                  work=Work(held.token, self.worker_id, after_ms(first_poll[held.id] * 1000))))
+            held.tx_hash, held.venue = signature, venue.name
+        for held in self._move(changes, [h for h, _ in submitted]):
+            held.decision = None
+            self.later([held], first_poll[held.id])
+
+    def _send_to(self, venue: Venue, orders: list[Held], known_unsent: bool,
+                 submitted: list, unknown: list, failed: list) -> None:
+        """Send `orders` to `venue` (those it does not have yet), sorting each into
+        submitted (with its signature), unknown (ask again later) or failed."""
+        to_send = orders
+        if not known_unsent:
+            statuses = self._lookups(venue, orders, unknown)
+            if statuses is None:
+                return
+            to_send = []
+            for held, status in zip(orders, statuses):
+                if status.state is TxState.UNKNOWN:
+                    to_send.append(held)
+                else:
+                    submitted.append((held, status.signature))
+        if not to_send:
             return
-        if "error" in payload:
-            log.info("no route", extra={"order_id": row.id, "attempt": row.attempts,
-                                        "quotes": payload.get("quotes"), "error": payload["error"]})
-            self._attempt_failed(row.id, token, row.attempts, error_from_dict(payload["error"]),
-                                 Version.of(row))
-            return
-        decision = dict(payload["decision"], clientTxId=f"{row.id}:{row.attempts}")
-        log.info("routing decision", extra={"order_id": row.id, "attempt": row.attempts,
-                                            "venue": decision["venue"], "expected_out": decision["expectedOut"],
-                                            "min_amount_out": decision["minAmountOut"],
-                                            "quotes": decision["quotes"]})
-        building = self.store.transition(row.id, Status.BUILDING, token=token, data=decision,
-                                         changes={"venue": decision["venue"]}, current=Version.of(row))
-        self._submit(row, token, decision, Version.after(building), known_unsent=True)
-
-    def _send(self, row: Any, token: str, payload: dict | None) -> None:
-        """Resume an order stopped in `building`: the swap may or may not have gone out."""
-        building = self.store.last_event(row.id, Status.BUILDING)
-        self._submit(row, token, building.data, Version.of(row), known_unsent=False)
-
-    def _submit(self, row: Any, token: str, decision: dict, current: Version, known_unsent: bool) -> None:
-        venue = self.venues.get(decision["venue"])
-        client_tx_id = decision["clientTxId"]
-        if venue is None:
-            log.error("the venue of an order in flight is not loaded; waiting for it",
-                      extra={"order_id": row.id, "venue": decision["venue"]})
-            self._wake_in(row.id, token, 30.0)
-            return
+        swaps = [(SwapRequest(h.decision["pool"], by_symbol(h.token_in), by_symbol(h.token_out), h.amount_in,
+                              Decimal(h.decision["minAmountOut"])), h.decision["clientTxId"]) for h in to_send]
         try:
-            status = TxStatus(TxState.UNKNOWN) if known_unsent else venue.lookup(client_tx_id)
-            if status.state is TxState.UNKNOWN:
-                swap = SwapRequest(decision["pool"], by_symbol(row.token_in), by_symbol(row.token_out),
-                                   row.amount_in, Decimal(decision["minAmountOut"]))
-                signature = venue.execute(swap, client_tx_id)
+            results = venue.execute_many(swaps)
+        except Exception as exc:
+            log.warning("send failed as a whole", extra={"venue": venue.name, "error": str(exc)})
+            unknown.extend(to_send)
+            return
+        refused: list[tuple[Held, ExecutionError]] = []
+        for held, result in zip(to_send, results):
+            if isinstance(result, str):
+                submitted.append((held, result))
+            elif isinstance(result, ExecutionError) and not isinstance(result, VenueUnavailable):
+                refused.append((held, result))
             else:
-                signature = status.signature
-        except ExecutionError as exc:
-            if isinstance(exc, VenueUnavailable):
-                self._send_unknown(row, token, venue, client_tx_id, exc)
-                return
-            signature = self._refused(row, token, venue, client_tx_id, exc, current)
-            if signature is None:
-                return
-        except Exception as exc:
-            self._send_unknown(row, token, venue, client_tx_id, exc)
-            return
-        first_poll = venue.confirmation_hint_ms / 1000 * 0.8
-        self.store.transition(row.id, Status.SUBMITTED, token=token,
-                              data={"venue": venue.name, "txHash": signature},
-                              changes={"tx_hash": signature, "venue": venue.name},
-                              work=Work(token, self.worker_id, after_ms(first_poll * 1000)), current=current)
-        self._wake_in(row.id, token, first_poll, record=False)
+                unknown.append(held)
+        if refused:
+            # The venue refused: if it also says it never received the transaction, the
+            # attempt failed; if it has it after all, go on with it.
+            statuses = self._lookups(venue, [h for h, _ in refused], unknown)
+            for (held, error), status in zip(refused, statuses or []):
+                if status.state is TxState.UNKNOWN:
+                    failed.append((held, error))
+                else:
+                    submitted.append((held, status.signature))
 
-    def _send_unknown(self, row: Any, token: str, venue: Venue, client_tx_id: str, exc: Exception) -> None:
-        """The send's outcome is unknown: look it up again shortly, never send blind."""
-        log.warning("send outcome unknown; will ask the venue", extra={
-            "order_id": row.id, "venue": venue.name, "client_tx_id": client_tx_id, "error": str(exc)})
-        self._wake_in(row.id, token, SEND_RECHECK_S)
-
-    def _refused(self, row: Any, token: str, venue: Venue, client_tx_id: str, exc: ExecutionError,
-                 current: Version) -> str | None:
-        """The venue refused the send. If it also says it never received the
-        transaction, the attempt failed; if it has it after all, go on with it."""
+    def _lookups(self, venue: Venue, orders: list[Held], unknown: list[Held]) -> list[TxStatus] | None:
         try:
-            status = venue.lookup(client_tx_id)
-        except Exception as lookup_error:
-            self._send_unknown(row, token, venue, client_tx_id, lookup_error)
-            return None
-        if status.state is TxState.UNKNOWN:
-            self._attempt_failed(row.id, token, row.attempts, exc, current)
-            return None
-        return status.signature
-
-    def _settle(self, row: Any, token: str, payload: dict | None) -> None:
-        venue = self.venues.get(row.venue)
-        if venue is None:
-            self._wake_in(row.id, token, 30.0)
-            return
-        try:
-            status = venue.status(row.tx_hash)
+            return venue.lookups([h.decision["clientTxId"] for h in orders])
         except Exception as exc:
-            log.warning("status query failed; will ask again", extra={"order_id": row.id, "error": str(exc)})
-            self._wake_in(row.id, token, POLL_MAX_S)
-            return
-        if status.state is TxState.CONFIRMED:
+            log.warning("lookup failed; will ask again", extra={"venue": venue.name, "error": str(exc)})
+            unknown.extend(orders)
+            return None
+
+    def _settle(self, group: list[Held]) -> None:
+        confirmed: list[tuple[Held, TxStatus]] = []
+        failed: list[tuple[Held, ExecutionError]] = []
+        for name, orders in _by(group, lambda h: h.venue).items():
+            venue = self.venues.get(name)
+            if venue is None:
+                self._venue_missing(orders, name)
+                continue
+            pending: list[Held] = []
+            for chunk in _chunks(orders, venue.max_batch):
+                try:
+                    statuses = venue.statuses([h.tx_hash for h in chunk])
+                except Exception as exc:
+                    log.warning("status query failed; will ask again", extra={"venue": name, "error": str(exc)})
+                    self.later(chunk, POLL_MAX_S)
+                    continue
+                for held, status in zip(chunk, statuses):
+                    if status.state is TxState.CONFIRMED:
+                        confirmed.append((held, status))
+                    elif status.state is TxState.FAILED:
+                        failed.append((held, error_from_dict({"code": status.error_code or "TX_FAILED",
+                                                              "message": status.error_message})))
+                    elif status.state is TxState.UNKNOWN:
+                        # The venue forgot a transaction it gave us a signature for: not safe
+                        # to resend; keep asking and say so loudly.
+                        log.error("venue does not know a submitted transaction", extra={"order_id": held.id})
+                        self.later([held], POLL_MAX_S)
+                    else:
+                        pending.append(held)
+            if pending:  # still pending: ask again (nothing written)
+                self.later(pending, _poll_interval(venue))
+        self._confirm(confirmed)
+        self._attempts_failed(failed)
+
+    def _confirm(self, confirmed: list[tuple[Held, TxStatus]]) -> None:
+        changes, changes_out = [], {}
+        for held, status in confirmed:
+            changes_out[held.id] = decimal_str(status.amount_out)
             price = (status.amount_out / status.amount_in).quantize(PRICE_PLACES)
-            self.store.transition(row.id, Status.CONFIRMED, token=token, data={
-                "venue": venue.name, "txHash": row.tx_hash, "amountOut": decimal_str(status.amount_out),
+            changes.append(Change(held.id, held.token, held.version, Status.CONFIRMED, {
+                "venue": held.venue, "txHash": held.tx_hash, "amountOut": decimal_str(status.amount_out),
                 "executedPrice": decimal_str(price), "fee": decimal_str(status.fee)},
-                changes={"amount_out": status.amount_out, "executed_price": price, "error": None},
-                current=Version.of(row))
-            log.info("order confirmed", extra={"order_id": row.id, "venue": venue.name,
-                                               "amount_out": decimal_str(status.amount_out)})
-        elif status.state is TxState.FAILED:
-            self._attempt_failed(row.id, token, row.attempts, error_from_dict(
-                {"code": status.error_code or "TX_FAILED", "message": status.error_message}), Version.of(row))
-        elif status.state is TxState.UNKNOWN:
-            # The venue forgot a transaction it gave us a signature for: not safe to
-            # resend; keep asking and say so loudly.
-            log.error("venue does not know a submitted transaction", extra={"order_id": row.id})
-            self._wake_in(row.id, token, POLL_MAX_S)
-        else:  # still pending: poll again (its due time stays that of the first poll)
-            self._wake_in(row.id, token, _poll_interval(venue), record=False)
+                changes={"amount_out": status.amount_out, "executed_price": price, "error": None}))
+        for held in self._move(changes, [h for h, _ in confirmed]):
+            log.info("order confirmed", extra={"order_id": held.id, "venue": held.venue,
+                                               "amount_out": changes_out[held.id]})
 
-    def _attempt_failed(self, order_id: str, token: str, attempt: int, error: ExecutionError,
-                        current: Version) -> None:
-        body = {"code": error.code, "message": error.message}
-        if error.retryable and attempt < self.settings.max_attempts:
-            delay_ms = self.settings.retry_backoff_ms * 2 ** (attempt - 1)
-            self.store.transition(order_id, Status.RETRYING, token=token,
-                                  data={"attempt": attempt, "error": body, "retryInMs": delay_ms},
-                                  changes={"error": body},
-                                  work=Work(token, self.worker_id, after_ms(delay_ms)), current=current)
-            log.info("attempt failed; retrying", extra={"order_id": order_id, "attempt": attempt,
-                                                        "error": body, "retry_in_ms": delay_ms})
-            self._wake_in(order_id, token, delay_ms / 1000, record=False)
-        else:
-            self.store.transition(order_id, Status.FAILED, token=token,
-                                  data={"error": body, "attempts": attempt}, changes={"error": body},
-                                  current=current)
-            log.info("order failed", extra={"order_id": order_id, "attempts": attempt, "error": body})
-
-    # --- scheduling ----------------------------------------------------------
-
-    def _wake_in(self, order_id: str, token: str, seconds: float, record: bool = True) -> None:
-        """Run the order's next step in `seconds`, held by this worker till then."""
-        if record and not self.store.set_work(order_id, token, Work(token, self.worker_id,
-                                                                     after_ms(seconds * 1000))):
+    def _attempts_failed(self, failed: list[tuple[Held, ExecutionError]]) -> None:
+        if not failed:
             return
-        self.later(seconds, lambda: self.enqueue(order_id, token, None))
+        changes, delays = [], {}
+        for held, error in failed:
+            body = {"code": error.code, "message": error.message}
+            attempt = held.attempts
+            if error.retryable and attempt < self.settings.max_attempts:
+                delays[held.id] = delay_ms = self.settings.retry_backoff_ms * 2 ** (attempt - 1)
+                changes.append(Change(held.id, held.token, held.version, Status.RETRYING,
+                                      {"attempt": attempt, "error": body, "retryInMs": delay_ms},
+                                      changes={"error": body},
+                                      work=Work(held.token, self.worker_id, after_ms(delay_ms))))
+                log.info("attempt failed; retrying", extra={"order_id": held.id, "attempt": attempt,
+                                                            "error": body, "retry_in_ms": delay_ms})
+            else:
+                changes.append(Change(held.id, held.token, held.version, Status.FAILED,
+                                      {"error": body, "attempts": attempt}, changes={"error": body}))
+                log.info("order failed", extra={"order_id": held.id, "attempts": attempt, "error": body})
+        for held in self._move(changes, [h for h, _ in failed]):
+            if held.id in delays:
+                held.decision = None
+                self.later([held], delays[held.id] / 1000)
+
+    # --- helpers ----------------------------------------------------------------
+
+    def _move(self, changes: list[Change], group: list[Held]) -> list[Held]:
+        """Apply the changes (one per order of `group`, in order); the orders that
+        moved, updated. Those that had moved on without us are dropped: not ours."""
+        if not changes:
+            return []
+        events, stale = self.store.transition_many(changes)
+        if stale:
+            log.info("orders moved on without this step; step abandoned",
+                     extra={"order_ids": [c.order_id for c in stale][:20], "orders": len(stale)})
+        by_id = {e.order_id: e for e in events}
+        moved = []
+        for held in group:
+            event = by_id.get(held.id)
+            if event is not None:
+                held.moved(event)
+                moved.append(held)
+        return moved
+
+    def _venue_missing(self, orders: list[Held], name: str) -> None:
+        log.error("the venue of an order in flight is not loaded; waiting for it",
+                  extra={"venue": name, "order_ids": [h.id for h in orders][:20]})
+        self.later(orders, VENUE_MISSING_S)
+
+
+def _by(group: Iterable[Held], key: Callable[[Held], Any]) -> dict[Any, list[Held]]:
+    out: dict[Any, list[Held]] = {}
+    for held in group:
+        out.setdefault(key(held), []).append(held)
+    return out
+
+
+def _chunks(items: list[Held], size: int) -> Iterable[list[Held]]:
+    size = max(1, size)
+    for i in range(0, len(items), size):
+        yield items[i:i + size]
 
 
 def _poll_interval(venue: Venue) -> float:

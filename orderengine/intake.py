@@ -15,7 +15,6 @@ from sqlalchemy.exc import DBAPIError, SQLAlchemyError
 from orderengine.clock import utcnow
 from orderengine.errors import ServiceUnavailable
 from orderengine.events import Event
-from orderengine.queue import PRIORITY_NEW_ORDER
 from orderengine.runtime import Runtime
 from orderengine.schemas import OrderRequest
 from orderengine.store import Work, new_token
@@ -32,7 +31,7 @@ def submit_order(runtime: Runtime, request: OrderRequest) -> Event:
         log.error("order not stored: database unavailable", extra={"error": str(exc)})
         raise ServiceUnavailable("The database is not available; the order was not accepted.") from exc
     try:
-        runtime.enqueue(order_id, token, priority=PRIORITY_NEW_ORDER)
+        runtime.queue_new_orders([(order_id, token)])
     except Exception as exc:
         log.error("order withdrawn: queue unavailable", extra={"order_id": order_id, "error": str(exc)})
         try:

@@ -83,6 +83,9 @@ class Order(Base):
         sa.Index("ix_orders_created_at", "created_at"),
         sa.Index("ix_orders_status_created_at", "status", "created_at"),
         sa.Index("ix_orders_work_due_at", "work_due_at"),
+        # what workers claim from (migration 0002): due orders nobody holds
+        sa.Index("ix_orders_claimable", "work_due_at", postgresql_where=sa.text("work_owner IS NULL"),
+                 sqlite_where=sa.text("work_owner IS NULL")),
     )
 
 

@@ -18,7 +18,7 @@ from typing import Any, Callable, Mapping
 from orderengine.amounts import decimal_str
 from orderengine.errors import EngineError, InsufficientLiquidity, NoRoute
 from orderengine.tokens import Token
-from orderengine.venue import Quote, Venue
+from orderengine.venue import Quote, QuoteRequest, Venue
 
 log = logging.getLogger(__name__)
 
@@ -94,10 +94,17 @@ def decide(outcomes: list[QuoteOutcome], token_in: Token, token_out: Token,
     }
 
 
+def _failed(name: str, exc: BaseException) -> QuoteOutcome:
+    """A venue's error as a quote outcome; a plugin's bug must not fail the decision."""
+    if isinstance(exc, EngineError):
+        return QuoteOutcome(name, error_code=exc.code, error_message=exc.message)
+    return QuoteOutcome(name, error_code="VENUE_ERROR", error_message=f"{type(exc).__name__}: {exc}")
+
+
 class QuoteFetcher:
     """Fetches quotes from every venue at once, on its own threads."""
 
-    def __init__(self, venues: Mapping[str, Venue], timeout_s: float, io_threads: int = 128) -> None:
+    def __init__(self, venues: Mapping[str, Venue], timeout_s: float, io_threads: int = 16) -> None:
         self.venues = venues
         self.timeout_s = timeout_s
         # threads of its own per venue: one that hangs cannot starve the others' quotes
@@ -107,14 +114,16 @@ class QuoteFetcher:
         self._thread = threading.Thread(target=self._loop.run_forever, name="quote-loop", daemon=True)
         self._thread.start()
 
-    def fetch(self, token_in: Token, token_out: Token, amount_in: Decimal,
-              done: Callable[[list[QuoteOutcome]], None]) -> Future:
-        """Start fetching; `done(outcomes)` runs on an I/O thread when every
-        venue has answered or timed out. Returns at once."""
-        fut = asyncio.run_coroutine_threadsafe(self._gather(token_in, token_out, amount_in), self._loop)
+    def fetch_many(self, requests: list[QuoteRequest],
+                   done: Callable[[list[list[QuoteOutcome]]], None]) -> Future:
+        """Start fetching quotes for many swaps: one `quotes` call per venue (in chunks
+        of its `max_batch`), all venues at once. `done(outcomes)` runs on an I/O
+        thread with one list per request (one outcome per venue, by venue name)
+        when every venue has answered or timed out. Returns at once."""
+        fut = asyncio.run_coroutine_threadsafe(self._gather_many(requests), self._loop)
 
         def _finish(f: Future) -> None:
-            if f.cancelled():  # shutting down: the sweeper resumes this order elsewhere
+            if f.cancelled():  # shutting down: the orders are handed back
                 return
             try:
                 done(f.result())
@@ -123,27 +132,36 @@ class QuoteFetcher:
         fut.add_done_callback(_finish)
         return fut
 
-    def fetch_now(self, token_in: Token, token_out: Token, amount_in: Decimal) -> list[QuoteOutcome]:
-        return asyncio.run_coroutine_threadsafe(
-            self._gather(token_in, token_out, amount_in), self._loop).result()
-
-    async def _gather(self, token_in: Token, token_out: Token, amount_in: Decimal) -> list[QuoteOutcome]:
+    async def _gather_many(self, requests: list[QuoteRequest]) -> list[list[QuoteOutcome]]:
         names = sorted(self.venues)
-        return list(await asyncio.gather(*(self._one(n, token_in, token_out, amount_in) for n in names)))
+        per_venue = await asyncio.gather(*(self._many(n, requests) for n in names))
+        return [[answers[i] for answers in per_venue] for i in range(len(requests))]
 
-    async def _one(self, name: str, token_in: Token, token_out: Token, amount_in: Decimal) -> QuoteOutcome:
+    async def _many(self, name: str, requests: list[QuoteRequest]) -> list[QuoteOutcome]:
         venue = self.venues[name]
-        call = self._loop.run_in_executor(self._pools[name], venue.quote, token_in, token_out, amount_in)
+        size = max(1, venue.max_batch)
+        chunks = [requests[i:i + size] for i in range(0, len(requests), size)]
+        answers = await asyncio.gather(*(self._chunk(name, venue, c) for c in chunks))
+        return [outcome for chunk in answers for outcome in chunk]
+
+    async def _chunk(self, name: str, venue: Venue, requests: list[QuoteRequest]) -> list[QuoteOutcome]:
+        call = self._loop.run_in_executor(self._pools[name], venue.quotes, requests)
         try:
-            quote = await asyncio.wait_for(call, self.timeout_s)
+            answers = await asyncio.wait_for(call, self.timeout_s)
         except asyncio.TimeoutError:
-            return QuoteOutcome(name, error_code="VENUE_TIMEOUT",
-                                error_message=f"no quote within {int(self.timeout_s * 1000)} ms")
-        except EngineError as exc:
-            return QuoteOutcome(name, error_code=exc.code, error_message=exc.message)
-        except Exception as exc:  # a plugin's bug must not fail the decision
-            return QuoteOutcome(name, error_code="VENUE_ERROR", error_message=f"{type(exc).__name__}: {exc}")
-        return QuoteOutcome(name, quote=quote)
+            return [QuoteOutcome(name, error_code="VENUE_TIMEOUT",
+                                 error_message=f"no quote within {int(self.timeout_s * 1000)} ms")] * len(requests)
+        except Exception as exc:  # the whole call failed (or a plugin's bug): no quote from it
+            return [_failed(name, exc)] * len(requests)
+        if len(answers) != len(requests):
+            return [QuoteOutcome(name, error_code="VENUE_ERROR",
+                                 error_message="the venue answered a different number of quotes")] * len(requests)
+        return [_failed(name, a) if isinstance(a, Exception) else QuoteOutcome(name, quote=a) for a in answers]
+
+    def fetch_now(self, token_in: Token, token_out: Token, amount_in: Decimal) -> list[QuoteOutcome]:
+        """One swap's quotes from every venue, waiting for them (one per venue, by name)."""
+        request = QuoteRequest(token_in, token_out, amount_in)
+        return asyncio.run_coroutine_threadsafe(self._gather_many([request]), self._loop).result()[0]
 
     def close(self) -> None:
         async def cancel_all() -> None:

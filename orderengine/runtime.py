@@ -18,11 +18,13 @@ from orderengine.config import Settings
 from orderengine.db import create_db_engine, ping
 from orderengine.execution import OrderExecutor, new_worker_id
 from orderengine.plugins import VenueRegistry, load_venues
-from orderengine.queue import PRIORITY_IN_FLIGHT, PRIORITY_NEW_ORDER, Waker, build_huey
+from orderengine.pump import Pump
+from orderengine.queue import PRIORITY_IN_FLIGHT, PRIORITY_NEW_ORDER, build_huey
 from orderengine.routing import QuoteFetcher
 from orderengine.store import OrderStore
 from orderengine.sweeper import Sweeper
 from orderengine.throttle import build_throttle
+from orderengine.upkeep import VenueUpkeep
 
 log = logging.getLogger(__name__)
 
@@ -40,7 +42,7 @@ class Runtime:
         self.store = OrderStore(self.engine, self.bus)
         self.huey = build_huey(redis_client)
         self.registry = registry if registry is not None else load_venues(settings)
-        self._advance = self.huey.task(name="advance", retries=0)(self._run_advance)
+        self._wake = self.huey.task(name="wake", retries=0)(self._run_wake)
         self.worker: WorkerServices | None = None
         self._worker_lock = threading.Lock()
 
@@ -48,21 +50,21 @@ class Runtime:
     def venues(self):
         return self.registry.venues
 
-    def enqueue(self, order_id: str, token: str, payload: dict | None = None,
-                priority: int = PRIORITY_IN_FLIGHT) -> None:
-        """Queue the order's next step (raises if the queue is unreachable)."""
-        self.huey.enqueue(self._advance.s(order_id, token, payload, priority=priority))
-
     def queue_new_orders(self, orders: list[tuple[str, str]]) -> None:
         """Tell the workers that these (order_id, work token) pairs, just committed,
-        are due (raises if the queue is unreachable: the caller withdraws them)."""
-        for order_id, token in orders:
-            self.enqueue(order_id, token, priority=PRIORITY_NEW_ORDER)
+        are due: one message on the queue, whatever their number (raises if the
+        queue is unreachable: the caller withdraws them). A worker that takes it
+        claims every due order from the database."""
+        self.wake_workers(priority=PRIORITY_NEW_ORDER)
 
-    def _run_advance(self, order_id: str, token: str, payload: dict | None = None) -> None:
-        if self.worker is None:
-            raise RuntimeError("this process runs no worker")
-        self.worker.executor.advance(order_id, token, payload)
+    def wake_workers(self, priority: int = PRIORITY_IN_FLIGHT) -> None:
+        """Ask one worker to look for due orders now (raises if the queue is unreachable)."""
+        self.huey.enqueue(self._wake.s(priority=priority))
+
+    def _run_wake(self) -> None:
+        worker = self.worker
+        if worker is not None:
+            worker.pump.wake()
 
     def health(self) -> dict[str, dict[str, Any]]:
         checks: dict[str, dict[str, Any]] = {}
@@ -103,26 +105,35 @@ class Runtime:
 
 
 class WorkerServices:
-    """What a worker process runs beside Huey's consumer threads."""
+    """What a worker process runs beside Huey's consumer threads: the pump and the
+    step threads, the quote fetcher, the sweeper and the venues' upkeep."""
 
     def __init__(self, runtime: Runtime) -> None:
         s = runtime.settings
         self.worker_id = new_worker_id()
-        self.waker = Waker()
         self.fetcher = QuoteFetcher(runtime.venues, timeout_s=s.quote_timeout_ms / 1000)
         self.executor = OrderExecutor(s, runtime.store, runtime.venues, self.fetcher,
                                       build_throttle(s.max_orders_per_minute, runtime.redis),
-                                      runtime.enqueue, self.waker.after, self.worker_id)
-        self.sweeper = Sweeper(s, runtime.store, self.worker_id, runtime.enqueue, runtime.redis,
-                               queue_size=runtime.huey.pending_count)
+                                      self._later, self.worker_id)
+        self.pump = Pump(runtime.store, self.executor, self.worker_id)
+        self.sweeper = Sweeper(s, runtime.store, self.worker_id, self.pump.wake, alive=lambda: self.pump.alive)
+        self.upkeep = VenueUpkeep(runtime.venues)
+
+    def _later(self, orders, seconds: float) -> None:
+        self.pump.later(orders, seconds)
 
     def start(self) -> None:
+        self.upkeep.run_once()
         self.sweeper.start()
+        self.pump.start()
+        self.upkeep.start()
         log.info("worker started", extra={"worker_id": self.worker_id})
 
     def stop(self, hand_back: bool = True) -> None:
-        self.waker.stop()
+        self.pump.stop()
         self.fetcher.close()  # in-flight quotes are dropped: the orders are handed back below
+        self.executor.close(wait=True)
+        self.upkeep.stop()
         self.sweeper.stop(hand_back=hand_back)
         log.info("worker stopped", extra={"worker_id": self.worker_id})
 

@@ -10,6 +10,7 @@ crash after it leaves the event in the log, where sockets find it.
 from __future__ import annotations
 
 import datetime as dt
+import functools
 import uuid
 from dataclasses import dataclass
 from typing import Any
@@ -55,6 +56,39 @@ class Version:
     @classmethod
     def after(cls, event: Event) -> "Version":
         return cls(event.status.value, event.seq, event.attempt)
+
+
+@dataclass(frozen=True)
+class Change:
+    """One transition for `transition_many`: the order, the version it was decided
+    from, where it goes, its event's data, and what else changes with it."""
+    order_id: str
+    token: str
+    current: Version
+    target: Status
+    data: dict[str, Any]
+    attempt: int | None = None
+    changes: dict[str, Any] | None = None
+    work: Work | None = None
+
+
+_ACTIVE_VALUES = sorted(s.value for s in ACTIVE)
+
+_SET_WORK = (sa.update(orders)
+             .where(orders.c.id == sa.bindparam("b_id"), orders.c.work_token == sa.bindparam("b_token"),
+                    orders.c.status.in_(_ACTIVE_VALUES))
+             .values(work_token=sa.bindparam("v_token"), work_owner=sa.bindparam("v_owner"),
+                     work_due_at=sa.bindparam("v_due")))
+
+
+@functools.lru_cache(maxsize=64)
+def _guarded_update(columns: tuple[str, ...]) -> Any:
+    """UPDATE orders SET <columns> WHERE id, last_seq and work_token are as given: one
+    statement per set of columns, built once (SQLAlchemy caches its compiled form)."""
+    return (sa.update(orders)
+            .where(orders.c.id == sa.bindparam("b_id"), orders.c.last_seq == sa.bindparam("b_seq"),
+                   orders.c.work_token == sa.bindparam("b_token"))
+            .values({c: sa.bindparam(f"v_{c}") for c in columns}))
 
 
 def new_token() -> str:
@@ -132,34 +166,61 @@ class OrderStore:
     def transition(self, order_id: str, target: Status, *, token: str, data: dict[str, Any],
                    attempt: int | None = None, changes: dict[str, Any] | None = None,
                    work: Work | None = None, current: Version | None = None) -> Event:
-        """Move the order to `target` and append its event, atomically. `current` is
-        the version the caller knows (saves a read); a stale one raises StaleWork."""
+        """Move one order to `target` and append its event, atomically (see
+        `transition_many`). Without `current` the version is read first; a stale
+        token or version raises StaleWork."""
+        if current is None:
+            with self.engine.connect() as conn:
+                current = self._version(conn, order_id, token)
+        applied, _ = self.transition_many([Change(order_id, token, current, target, data, attempt,
+                                                  changes, work)])
+        if not applied:
+            raise StaleWork(order_id)
+        return applied[0]
+
+    def transition_many(self, batch: list["Change"]) -> tuple[list[Event], list["Change"]]:
+        """Apply many transitions in ONE transaction: each order's snapshot is updated
+        only where its `last_seq` and work token are still those the change was made
+        from, and the events of exactly those orders are appended. Returns (events
+        appended, changes left out because their order moved on); then publishes
+        the events in one round trip. An illegal move raises before anything is written."""
+        if not batch:
+            return [], []
         now = utcnow()
-        with self.writer.begin() as conn:
-            row = current or self._version(conn, order_id, token)
-            status = check_transition(row.status, target)
-            seq = row.last_seq + 1
+        events: list[Event] = []
+        by_shape: dict[tuple[str, ...], list[dict[str, Any]]] = {}
+        for change in batch:
+            status = check_transition(change.current.status, change.target)
+            seq = change.current.last_seq + 1
             values: dict[str, Any] = {"status": status.value, "last_seq": seq, "updated_at": now,
-                                      **(changes or {})}
+                                      **(change.changes or {})}
             if status in TERMINAL:
                 values.update(work_token=None, work_owner=None, work_due_at=None)
-            elif work is not None:
-                values.update(work_token=work.token, work_owner=work.owner, work_due_at=work.due_at)
-            result = conn.execute(
-                sa.update(orders)
-                .where(orders.c.id == order_id, orders.c.last_seq == row.last_seq,
-                       orders.c.work_token == token)
-                .values(**values))
-            if result.rowcount != 1:
-                raise StaleWork(order_id)
-            event = Event(order_id, seq, status, now,
-                          attempt if attempt is not None else values.get("attempts", row.attempts),
-                          data)
-            conn.execute(sa.insert(order_events).values(
-                order_id=order_id, seq=seq, status=status.value, attempt=event.attempt,
-                data=data, at=now))
-        self.bus.publish(event)
-        return event
+            elif change.work is not None:
+                values.update(work_token=change.work.token, work_owner=change.work.owner,
+                              work_due_at=change.work.due_at)
+            attempt = change.attempt if change.attempt is not None else values.get(
+                "attempts", change.current.attempts)
+            events.append(Event(change.order_id, seq, status, now, attempt, change.data))
+            params = {"b_id": change.order_id, "b_seq": change.current.last_seq, "b_token": change.token}
+            params.update({f"v_{k}": v for k, v in values.items()})
+            by_shape.setdefault(tuple(sorted(values)), []).append(params)
+        with self.writer.begin() as conn:
+            updated = sum(conn.execute(_guarded_update(shape), rows).rowcount
+                          for shape, rows in by_shape.items())
+            if updated != len(batch):
+                done = self._moved_to(conn, events)
+                keep = [i for i, e in enumerate(events) if (e.order_id, e.seq) in done]
+                stale = [c for i, c in enumerate(batch) if i not in set(keep)]
+                events = [events[i] for i in keep]
+            else:
+                stale = []
+            if events:
+                conn.execute(sa.insert(order_events), [
+                    {"order_id": e.order_id, "seq": e.seq, "status": e.status.value,
+                     "attempt": e.attempt, "data": e.data, "at": e.at} for e in events])
+        self.bus.publish_many(events)
+        return events, stale
 
     @staticmethod
     def _version(conn: Any, order_id: str, token: str) -> Version:
@@ -172,13 +233,20 @@ class OrderStore:
             raise StaleWork(order_id)
         return Version.of(row)
 
+    @staticmethod
+    def _moved_to(conn: Any, events: list[Event]) -> set[tuple[str, int]]:
+        """Which of these (order, seq) the snapshot shows now, i.e. which updates took."""
+        rows = conn.execute(sa.select(orders.c.id, orders.c.last_seq)
+                            .where(orders.c.id.in_([e.order_id for e in events])))
+        return {(r.id, r.last_seq) for r in rows}
+
     def claim(self, order_id: str, token: str, owner: str) -> Any | None:
         """Take the order for a step if `token` is still its current work token.
 
         Returns the snapshot, or None when the task is stale or the order gone."""
         claim = (sa.update(orders)
                  .where(orders.c.id == order_id, orders.c.work_token == token,
-                        orders.c.status.in_([s.value for s in ACTIVE]))
+                        orders.c.status.in_(_ACTIVE_VALUES))
                  .values(work_owner=owner))
         with self.writer.begin() as conn:
             if conn.dialect.update_returning:
@@ -193,23 +261,72 @@ class OrderStore:
             result = conn.execute(
                 sa.update(orders)
                 .where(orders.c.id == order_id, orders.c.work_token == token,
-                       orders.c.status.in_([s.value for s in ACTIVE]))
+                       orders.c.status.in_(_ACTIVE_VALUES))
                 .values(work_token=work.token, work_owner=work.owner, work_due_at=work.due_at))
             return result.rowcount == 1
 
-    def orders_needing_work(self, dead_before: dt.datetime, lost_before: dt.datetime,
-                            limit: int = 500) -> list[tuple[str, str | None]]:
-        """Active orders whose next step nobody is doing: held by a worker whose
-        heartbeat stopped before `dead_before`, or due before `lost_before` and
-        still not done (its queued step was lost, e.g. with a Redis restart)."""
+    def set_work_many(self, items: list[tuple[str, str, Work]]) -> int:
+        """`set_work` for many (order_id, token, work) in one transaction; how many took."""
+        if not items:
+            return 0
+        with self.writer.begin() as conn:
+            return conn.execute(_SET_WORK, [
+                {"b_id": oid, "b_token": token, "v_token": w.token, "v_owner": w.owner, "v_due": w.due_at}
+                for oid, token, w in items]).rowcount
+
+    def claim_due(self, owner: str, limit: int, now: dt.datetime | None = None) -> list[Any]:
+        """Take up to `limit` orders whose next step is due and that no worker holds,
+        for `owner`, in one statement; their snapshots, earliest due first. On
+        PostgreSQL rows another worker is claiming are skipped (SKIP LOCKED), so
+        workers never wait for each other and never take the same order."""
+        now = now or utcnow()
+        due = (sa.select(orders.c.id)
+               .where(orders.c.work_owner.is_(None), orders.c.work_due_at <= now,
+                      orders.c.status.in_(_ACTIVE_VALUES))
+               .order_by(orders.c.work_due_at).limit(limit))
+        with self.writer.begin() as conn:
+            if conn.dialect.name == "postgresql":
+                due = due.with_for_update(skip_locked=True)
+            claim = (sa.update(orders).where(orders.c.id.in_(due.scalar_subquery()))
+                     .values(work_owner=owner).returning(*orders.c))
+            return sorted(conn.execute(claim).all(), key=lambda r: r.work_due_at)
+
+    def held(self, pairs: list[tuple[str, str]]) -> list[Any]:
+        """The snapshots of these (order_id, token) whose token is still current and
+        that are still active: what a worker re-reads before running a step again."""
+        if not pairs:
+            return []
+        tokens = dict(pairs)
+        with self.engine.connect() as conn:
+            rows = conn.execute(sa.select(orders).where(orders.c.id.in_(list(tokens)),
+                                                        orders.c.status.in_(_ACTIVE_VALUES))).all()
+        return [r for r in rows if r.work_token == tokens[r.id]]
+
+    def last_events(self, order_ids: list[str], status: Status) -> dict[str, Event]:
+        """Each order's latest event with `status`, in one query."""
+        if not order_ids:
+            return {}
+        query = (sa.select(order_events)
+                 .where(order_events.c.order_id.in_(order_ids), order_events.c.status == status.value)
+                 .order_by(order_events.c.order_id, order_events.c.seq))
+        with self.engine.connect() as conn:
+            return {r.order_id: Event.from_row(r) for r in conn.execute(query)}
+
+    def release(self, owner: str) -> int:
+        """Hand every order `owner` holds back to whoever claims next (graceful stop)."""
+        with self.writer.begin() as conn:
+            return conn.execute(sa.update(orders).where(orders.c.work_owner == owner)
+                                .values(work_owner=None)).rowcount
+
+    def orders_needing_work(self, dead_before: dt.datetime, limit: int = 1000) -> list[tuple[str, str]]:
+        """(order_id, token) of active orders held by a worker whose heartbeat
+        stopped before `dead_before` (or that has no heartbeat row at all)."""
         owner_alive = (sa.select(workers.c.id)
                        .where(workers.c.id == orders.c.work_owner, workers.c.last_seen >= dead_before)
                        .exists())
-        owned_by_dead = sa.and_(orders.c.work_owner.is_not(None), ~owner_alive)
         query = (sa.select(orders.c.id, orders.c.work_token)
-                 .where(orders.c.status.in_([s.value for s in ACTIVE]),
-                        sa.or_(owned_by_dead, orders.c.work_due_at < lost_before))
-                 .order_by(orders.c.work_due_at).limit(limit))
+                 .where(orders.c.work_owner.is_not(None), orders.c.status.in_(_ACTIVE_VALUES), ~owner_alive)
+                 .limit(limit))
         with self.engine.connect() as conn:
             return [(r.id, r.work_token) for r in conn.execute(query)]
 

@@ -1,13 +1,12 @@
-"""Nothing stuck, nothing lost: heartbeats, the sweep, and hand-back.
+"""Nothing stuck, nothing lost: heartbeats, the takeover of dead workers' orders, hand-back.
 
-The queue is not the source of truth (a killed Huey consumer loses what it
-had dequeued); the `orders` table is. Each worker process beats a heartbeat
-row; every order names the worker holding its next step, or none while the
-step waits in the shared queue. The sweep, run by every worker at start and
-every few seconds, takes over orders held by a worker that stopped beating,
-and re-queues orders that sat unclaimed in the queue far too long. Taking
-over swaps the order's work token, so the old holder, if it was only slow,
-can no longer write to the order.
+The queue carries only wake-ups; the `orders` table is the source of truth for
+what still has to happen. An order that no worker holds and whose step is due is
+claimed by the next worker that looks (pump.py), whatever happened to the queue.
+An order a worker holds names that worker; each worker process beats a heartbeat
+row while its pump runs. The sweep, run by every worker at start and every few
+seconds, releases the orders of a worker that stopped beating: it swaps their work
+token, so the old holder, if it was only slow, can no longer write to them.
 """
 from __future__ import annotations
 
@@ -27,23 +26,21 @@ from orderengine.store import OrderStore, new_token
 
 log = logging.getLogger(__name__)
 
-RECONNECT_GRACE_MS = 1000  # after a Redis outage: steps overdue by this much are re-queued
-BACKLOG_PATIENCE = 10      # while the queue is busy, a step is lost only when ten times as late
+_TAKE_OVER = (sa.update(orders)
+              .where(orders.c.id == sa.bindparam("b_id"), orders.c.work_token == sa.bindparam("b_token"),
+                     orders.c.status.in_([s.value for s in ACTIVE]))
+              .values(work_token=sa.bindparam("v_token"), work_owner=None, work_due_at=sa.bindparam("v_due")))
 
 
 class Sweeper:
     def __init__(self, settings: Settings, store: OrderStore, worker_id: str,
-                 enqueue: Callable[[str, str, dict | None], None], redis_client=None,
-                 queue_size: Callable[[], int] = lambda: 0) -> None:
+                 wake: Callable[[], None], alive: Callable[[], bool] = lambda: True) -> None:
         self.settings = settings
-        self.queue_size = queue_size
-        self.redis = redis_client
-        self._redis_was_down = False
-        self._redis_run_id: str | None = None
         self.store = store
         self.engine = store.writer  # every transaction here writes
         self.worker_id = worker_id
-        self.enqueue = enqueue
+        self.wake = wake
+        self.alive = alive
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
 
@@ -52,8 +49,7 @@ class Sweeper:
     def start(self) -> None:
         self.beat()
         self.forget_dead_local_workers()
-        # An in-process queue starts empty: whatever the last process had queued is lost.
-        self.sweep(lost_after_ms=0 if self.settings.embedded else None)
+        self.sweep()
         self._thread = threading.Thread(target=self._loop, name="sweeper", daemon=True)
         self._thread.start()
 
@@ -70,28 +66,11 @@ class Sweeper:
         interval = self.settings.sweep_interval_ms / 1000
         while not self._stop.wait(interval):
             try:
-                self.beat()
-                self.sweep(lost_after_ms=RECONNECT_GRACE_MS if self._redis_came_back() else None)
+                if self.alive():  # a worker whose pump died must look dead to the others
+                    self.beat()
+                self.sweep()
             except Exception as exc:  # the database may be away; try again next round
                 log.warning("sweep failed", extra={"error": str(exc)})
-
-    def _redis_came_back(self) -> bool:
-        """Redis keeps no queue across a restart: when it answers again after an
-        outage, steps queued before are presumed lost without waiting them out."""
-        if self.redis is None:
-            return False
-        try:
-            run_id = self._redis_run()
-        except Exception:
-            self._redis_was_down = True
-            return False
-        # a restart between two sweeps shows as a new run_id even if no ping ever failed
-        restarted = self._redis_run_id is not None and run_id != self._redis_run_id
-        self._redis_run_id = run_id
-        came_back, self._redis_was_down = self._redis_was_down or restarted, False
-        if came_back:
-            log.warning("redis is back; re-queueing steps that may have been lost with it")
-        return came_back
 
     # --- the pieces --------------------------------------------------------------
 
@@ -116,64 +95,32 @@ class Sweeper:
                 conn.execute(sa.delete(workers).where(workers.c.id.in_(dead)))
                 log.info("forgot dead workers on this host", extra={"workers": dead})
 
-    def sweep(self, lost_after_ms: int | None = None) -> int:
-        """Take over orders of dead workers, and re-queue steps overdue by
-        LOST_TASK_AFTER_MS (by ten times that while the queue holds a backlog: a
-        step waiting its turn is not lost), or by `lost_after_ms` when given."""
+    def sweep(self) -> int:
+        """Release the orders of workers whose heartbeat stopped more than
+        WORKER_DEAD_AFTER_MS ago, each under a new token and due now; how many."""
         now = utcnow()
-        if lost_after_ms is None:
-            lost_after_ms = self.settings.lost_task_after_ms
-            if not self._queue_is_empty():
-                lost_after_ms *= BACKLOG_PATIENCE
-        lost_before = after_ms(-lost_after_ms, now)
-        stalled = self.store.orders_needing_work(
-            dead_before=after_ms(-self.settings.worker_dead_after_ms, now), lost_before=lost_before)
-        taken = 0
-        for order_id, old_token in stalled:
-            token = new_token()
-            with self.engine.begin() as conn:
-                won = conn.execute(sa.update(orders)
-                                   .where(orders.c.id == order_id, orders.c.work_token == old_token,
-                                          orders.c.status.in_([s.value for s in ACTIVE]))
-                                   .values(work_token=token, work_owner=None, work_due_at=now)).rowcount
-            if won:
-                self.enqueue(order_id, token, None)
-                taken += 1
-                log.warning("resuming an order whose work was lost", extra={"order_id": order_id})
+        stalled = self.store.orders_needing_work(dead_before=after_ms(-self.settings.worker_dead_after_ms, now))
+        if not stalled:
+            return 0
+        with self.engine.begin() as conn:
+            taken = conn.execute(_TAKE_OVER, [{"b_id": oid, "b_token": token, "v_token": new_token(), "v_due": now}
+                                              for oid, token in stalled]).rowcount
+        log.warning("took over orders of a worker that stopped", extra={
+            "orders": taken, "order_ids": [oid for oid, _ in stalled][:20]})
+        self.wake()
         return taken
 
-    def _queue_is_empty(self) -> bool:
-        try:
-            return self.queue_size() == 0
-        except Exception:  # the queue is away: whatever it held may be lost
-            return True
-
-    def _redis_run(self) -> str | None:
-        """Redis's run id (new at every restart); None where INFO is not offered."""
-        import redis
-
-        try:
-            return self.redis.info("server").get("run_id")
-        except redis.ResponseError:
-            self.redis.ping()
-            return None
-
     def hand_back(self) -> int:
-        """On a graceful stop: put the orders this worker holds back on the
-        shared queue (each keeps its due time), so another worker goes on."""
-        with self.engine.begin() as conn:
-            held = conn.execute(sa.select(orders.c.id, orders.c.work_token)
-                                .where(orders.c.work_owner == self.worker_id)).all()
-            conn.execute(sa.update(orders).where(orders.c.work_owner == self.worker_id)
-                         .values(work_owner=None))
-        for row in held:
+        """On a graceful stop: release the orders this worker holds (each keeps its
+        token and due time), so the next worker that claims goes on with them."""
+        released = self.store.release(self.worker_id)
+        if released:
             try:
-                self.enqueue(row.id, row.work_token, None)
-            except Exception as exc:  # the sweep of another worker will find it
-                log.warning("hand-back could not queue an order", extra={"order_id": row.id, "error": str(exc)})
-        if held:
-            log.info("handed back orders in flight", extra={"count": len(held)})
-        return len(held)
+                self.wake()
+            except Exception as exc:  # the others find them on their next look all the same
+                log.warning("hand-back could not wake the other workers", extra={"error": str(exc)})
+            log.info("handed back orders in flight", extra={"count": released})
+        return released
 
 
 def _pid_alive(pid: int) -> bool:

@@ -15,11 +15,12 @@ from orderengine.runtime import Runtime
 
 log = logging.getLogger(__name__)
 
+CONSUMER_THREADS = 2  # the queue carries only wake-ups; the steps run on the pump's threads
 SHUTDOWN_TIMEOUT_S = 10  # within gunicorn's graceful_timeout (15 s), so serve hands back too
 
 
 def consumer_options(runtime: Runtime) -> dict:
-    return dict(workers=runtime.settings.worker_concurrency, worker_type="thread", periodic=False,
+    return dict(workers=CONSUMER_THREADS, worker_type="thread", periodic=False,
                 initial_delay=0.05, backoff=1.15, max_delay=0.5, check_worker_health=True,
                 shutdown_timeout=SHUTDOWN_TIMEOUT_S)
 

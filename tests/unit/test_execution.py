@@ -6,7 +6,8 @@ from orderengine.clock import utcnow
 from orderengine.errors import InsufficientLiquidity
 from orderengine.intake import submit_order
 from orderengine.lifecycle import Status
-from orderengine.runtime import Runtime
+from orderengine.execution import Held
+from orderengine.runtime import Runtime, WorkerServices
 from orderengine.schemas import parse_order_request
 from orderengine.store import Work, new_token
 from orderengine.worker import EmbeddedWorker
@@ -120,9 +121,16 @@ def test_an_order_stopped_in_building_after_its_swap_was_sent_is_never_filled_tw
 
 def test_a_step_from_before_a_takeover_is_dropped(runtime, venues):
     order_id = submit(runtime)
-    executor_less = runtime.start_worker()  # services only: no consumer threads run the queue
-    executor_less.executor.advance(order_id, "stale-token")
+    services = WorkerServices(runtime)  # not started: nothing claims the order
+    try:
+        stale = Held.of(runtime.store.get(order_id))
+        stale.token = "stale-token"
+        services.executor.run([stale])
+    finally:
+        services.executor.close()
+        services.fetcher.close()
     assert statuses(runtime, order_id) == ["pending"]
+    assert venues[0].executions == venues[1].executions == 0
 
 
 def test_waiting_for_quotes_holds_no_worker_thread(settings):
@@ -164,11 +172,11 @@ def test_an_order_held_by_a_dead_worker_is_taken_over(runtime, venues):
     assert row.status == "confirmed" and venues[0].fills + venues[1].fills == 1
 
 
-def test_an_order_whose_queued_step_was_lost_is_requeued(settings, venues):
-    rt = Runtime(settings.replace(lost_task_after_ms=1000), registry=registry_of(*venues))
+def test_an_order_whose_wake_up_was_lost_is_claimed_all_the_same(settings, venues):
+    rt = Runtime(settings, registry=registry_of(*venues))
     order_id = rt.store.create(parse_order_request(SOL_USDC),
                                Work(new_token(), None, utcnow() - dt.timedelta(seconds=5))).order_id
-    w = EmbeddedWorker(rt)  # the step was never queued: only the sweep can find it
+    w = EmbeddedWorker(rt)  # no message was ever queued: the worker finds it in the database
     w.start()
     try:
         assert wait_terminal(rt, order_id).status == "confirmed"

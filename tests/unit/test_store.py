@@ -60,13 +60,13 @@ def test_a_worker_that_lost_the_order_cannot_write_to_it(runtime, order):
 def test_events_are_published_only_after_they_are_committed(runtime, order):
     order_id, token = order
     seen_in_db_at_publish = []
-    publish = runtime.bus.publish
+    publish_many = runtime.bus.publish_many
 
-    def checking_publish(event):
-        seen_in_db_at_publish.append(event.seq in [e.seq for e in runtime.store.events(order_id)])
-        publish(event)
+    def checking_publish(events):
+        seen_in_db_at_publish.extend(e.seq in [s.seq for s in runtime.store.events(order_id)] for e in events)
+        publish_many(events)
 
-    runtime.store.bus.publish = checking_publish
+    runtime.store.bus.publish_many = checking_publish
     runtime.store.transition(order_id, Status.ROUTING, token=token, data={})
     assert seen_in_db_at_publish == [True]
 
