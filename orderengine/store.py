@@ -91,6 +91,27 @@ def _guarded_update(columns: tuple[str, ...]) -> Any:
             .values({c: sa.bindparam(f"v_{c}") for c in columns}))
 
 
+def _apply_guarded(conn: Any, columns: tuple[str, ...], rows: list[dict[str, Any]]) -> set[str]:
+    """Update each order whose last_seq and token are still those given; the ids
+    that were. PostgreSQL: one UPDATE ... FROM (VALUES ...) RETURNING for all of
+    them. SQLite (one writer, no network): one UPDATE per order."""
+    if conn.dialect.name != "postgresql":
+        stmt = _guarded_update(columns)
+        return {row["b_id"] for row in rows if conn.execute(stmt, row).rowcount == 1}
+    keys = ("b_id", "b_seq", "b_token", *(f"v_{c}" for c in columns))
+    given = sa.values(sa.column("b_id", orders.c.id.type), sa.column("b_seq", orders.c.last_seq.type),
+                      sa.column("b_token", orders.c.work_token.type),
+                      *(sa.column(f"v_{c}", orders.c[c].type) for c in columns), name="given")
+    given = given.data([tuple(row[k] for k in keys) for row in rows])
+    stmt = (sa.update(orders)
+            .where(orders.c.id == given.c.b_id, orders.c.last_seq == given.c.b_seq,
+                   orders.c.work_token == given.c.b_token)
+            # cast: a column whose values are all NULL comes out of VALUES as text
+            .values({c: sa.cast(given.c[f"v_{c}"], orders.c[c].type) for c in columns})
+            .returning(orders.c.id))
+    return set(conn.execute(stmt).scalars())
+
+
 def new_token() -> str:
     return str(uuid.uuid4())
 
@@ -206,15 +227,11 @@ class OrderStore:
             params.update({f"v_{k}": v for k, v in values.items()})
             by_shape.setdefault(tuple(sorted(values)), []).append(params)
         with self.writer.begin() as conn:
-            updated = sum(conn.execute(_guarded_update(shape), rows).rowcount
-                          for shape, rows in by_shape.items())
-            if updated != len(batch):
-                done = self._moved_to(conn, events)
-                keep = [i for i, e in enumerate(events) if (e.order_id, e.seq) in done]
-                stale = [c for i, c in enumerate(batch) if i not in set(keep)]
-                events = [events[i] for i in keep]
-            else:
-                stale = []
+            done: set[str] = set()
+            for shape, rows in by_shape.items():
+                done |= _apply_guarded(conn, shape, rows)
+            stale = [c for c in batch if c.order_id not in done]
+            events = [e for e in events if e.order_id in done]
             if events:
                 conn.execute(sa.insert(order_events), [
                     {"order_id": e.order_id, "seq": e.seq, "status": e.status.value,
@@ -232,13 +249,6 @@ class OrderStore:
         if row.work_token != token:
             raise StaleWork(order_id)
         return Version.of(row)
-
-    @staticmethod
-    def _moved_to(conn: Any, events: list[Event]) -> set[tuple[str, int]]:
-        """Which of these (order, seq) the snapshot shows now, i.e. which updates took."""
-        rows = conn.execute(sa.select(orders.c.id, orders.c.last_seq)
-                            .where(orders.c.id.in_([e.order_id for e in events])))
-        return {(r.id, r.last_seq) for r in rows}
 
     def claim(self, order_id: str, token: str, owner: str) -> Any | None:
         """Take the order for a step if `token` is still its current work token.

@@ -24,20 +24,21 @@ ORDERS = 50
 def two_workers(fleet, settings):
     """An API on runtime A; A and B each run an embedded worker.
 
-    Returns the app, the runtimes, and how many steps each runtime's worker ran."""
+    Returns the app, the runtimes, and how many order steps each runtime's worker ran."""
     runtimes = [fleet.runtime(mock_exec_latency_ms=50), fleet.runtime(mock_exec_latency_ms=50)]
     steps = collections.Counter()
     lock = threading.Lock()
     for name, runtime in zip("AB", runtimes):
         fleet.worker(runtime)
         executor = runtime.worker.executor
-        advance = executor.advance
+        submit = executor.submit
 
-        def counted(*args, _name=name, _advance=advance, **kwargs):
+        def counted(batch, _name=name, _submit=submit):
+            batch = list(batch)
             with lock:
-                steps[_name] += 1
-            return _advance(*args, **kwargs)
-        executor.advance = counted
+                steps[_name] += len(batch)
+            return _submit(batch)
+        executor.submit = counted
     return create_app(settings, runtime=runtimes[0]), runtimes, steps
 
 
