@@ -75,8 +75,8 @@ class Change:
 _ACTIVE_VALUES = sorted(s.value for s in ACTIVE)
 
 _SET_WORK = (sa.update(orders)
-             .where(orders.c.id == sa.bindparam("b_id"), orders.c.work_token == sa.bindparam("b_token"),
-                    orders.c.status.in_(_ACTIVE_VALUES))
+             # a terminal order has no token: the token alone says the order is still active
+             .where(orders.c.id == sa.bindparam("b_id"), orders.c.work_token == sa.bindparam("b_token"))
              .values(work_token=sa.bindparam("v_token"), work_owner=sa.bindparam("v_owner"),
                      work_due_at=sa.bindparam("v_due")))
 

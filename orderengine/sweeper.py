@@ -20,15 +20,14 @@ import sqlalchemy as sa
 
 from orderengine.clock import after_ms, utcnow
 from orderengine.config import Settings
-from orderengine.lifecycle import ACTIVE
 from orderengine.models import orders, workers
 from orderengine.store import OrderStore, new_token
 
 log = logging.getLogger(__name__)
 
 _TAKE_OVER = (sa.update(orders)
-              .where(orders.c.id == sa.bindparam("b_id"), orders.c.work_token == sa.bindparam("b_token"),
-                     orders.c.status.in_([s.value for s in ACTIVE]))
+              # a terminal order has no token: the token alone says the order is still active
+              .where(orders.c.id == sa.bindparam("b_id"), orders.c.work_token == sa.bindparam("b_token"))
               .values(work_token=sa.bindparam("v_token"), work_owner=None, work_due_at=sa.bindparam("v_due")))
 
 
