@@ -41,7 +41,7 @@ def _env(text: str) -> tuple[str, str]:
 
 def add_common(p: argparse.ArgumentParser) -> None:
     p.add_argument("--env", type=_env, action="append", default=[], metavar="NAME=VALUE",
-                   help="an engine variable for every process started (repeatable), e.g. LOST_TASK_AFTER_MS=600000")
+                   help="an engine variable for every process started (repeatable), e.g. MOCK_FAIL_RATE=0.1")
     p.add_argument("--keep-logs", action="store_true", help="keep the processes' logs (path printed at the end)")
     p.add_argument("--redis-url", default=None,
                    help="use this Redis (e.g. redis://127.0.0.1:6379/14, FLUSHed before and after) instead of "

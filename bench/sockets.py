@@ -211,11 +211,7 @@ async def one_round(stack: Stack, args, n: int) -> Round:
 
 async def run_async(args) -> list[Round]:
     rounds = []
-    # The orders wait (pending, queued) while the sockets open and are held, which can take longer
-    # than LOST_TASK_AFTER_MS (30 s): the worker's first sweep would then queue every one of them
-    # again as "lost". That is not what this benchmark is about, so the threshold is raised here.
-    with Stack(keep_logs=args.keep_logs, redis_url=args.redis_url,
-               **{"LOST_TASK_AFTER_MS": 600_000, **dict(args.env)}) as stack:
+    with Stack(keep_logs=args.keep_logs, redis_url=args.redis_url, **dict(args.env)) as stack:
         for n in args.sockets:
             print(f"\n== sockets: round of {n} ==", flush=True)
             try:

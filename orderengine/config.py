@@ -43,8 +43,6 @@ class Settings:
     web_threads: int = 1000
     #: a worker whose heartbeat is older than this is dead; its orders are taken over
     worker_dead_after_ms: int = 10_000
-    #: a step overdue this long is presumed lost (its queue went away) and re-queued
-    lost_task_after_ms: int = 30_000
     sweep_interval_ms: int = 2_000
     environ: Mapping[str, str] = field(default_factory=dict, repr=False, compare=False)
 
@@ -129,7 +127,6 @@ VARIABLES: dict[str, tuple[str, Callable[[str], Any]]] = {
     "WEB_CONCURRENCY": ("web_concurrency", _int(1, 64)),
     "WEB_THREADS": ("web_threads", _int(1, 10_000)),
     "WORKER_DEAD_AFTER_MS": ("worker_dead_after_ms", _int(1000)),
-    "LOST_TASK_AFTER_MS": ("lost_task_after_ms", _int(1000)),
     "SWEEP_INTERVAL_MS": ("sweep_interval_ms", _int(100)),
 }
 
@@ -156,9 +153,6 @@ def settings_from(values: Mapping[str, str]) -> Settings:
         except ConfigError as exc:
             errors.append(f"{name} {exc}")
     settings = Settings(environ=dict(values), **kwargs) if not errors else None
-    if settings and settings.lost_task_after_ms <= settings.quote_timeout_ms:
-        errors.append("LOST_TASK_AFTER_MS must be longer than QUOTE_TIMEOUT_MS, or orders waiting "
-                      "for quotes would be taken for lost")
     if errors:
         raise ConfigError("invalid configuration: " + "; ".join(errors))
     return settings

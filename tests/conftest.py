@@ -34,7 +34,7 @@ def make_settings(**overrides) -> Settings:
     """Fast, deterministic defaults for tests; override what a test is about."""
     base = dict(mock_quote_latency_ms=0, mock_exec_latency_ms=0, mock_fail_rate=0.0,
                 retry_backoff_ms=10, sweep_interval_ms=200, worker_dead_after_ms=2000,
-                lost_task_after_ms=5000, worker_concurrency=4)
+                worker_concurrency=4)
     base.update(overrides)
     return Settings(**base)
 

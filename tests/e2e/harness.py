@@ -44,7 +44,6 @@ FAST = {
     "MOCK_FAIL_RATE": "0",
     "SWEEP_INTERVAL_MS": "500",
     "WORKER_DEAD_AFTER_MS": "3000",
-    "LOST_TASK_AFTER_MS": "5000",
     "WEB_THREADS": "32",
 }
 

@@ -71,7 +71,7 @@ def settings(migrated_pg_url: str, redis_url: str) -> Settings:
     The quote timeout is generous so that a busy machine slows a test down rather than
     turning a quote into VENUE_TIMEOUT and the happy path into a retry."""
     return make_settings(database_url=migrated_pg_url, redis_url=redis_url, quote_timeout_ms=5_000,
-                         sweep_interval_ms=200, worker_dead_after_ms=2000, lost_task_after_ms=10_000)
+                         sweep_interval_ms=200, worker_dead_after_ms=2000)
 
 
 @pytest.fixture
