@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import datetime as dt
 import functools
+import json
 import uuid
 from dataclasses import dataclass
 from typing import Any
@@ -91,25 +92,60 @@ def _guarded_update(columns: tuple[str, ...]) -> Any:
             .values({c: sa.bindparam(f"v_{c}") for c in columns}))
 
 
+#: PostgreSQL array types of the columns a transition may set
+_PG_ARRAY_TYPES = {
+    "status": "varchar", "last_seq": "integer", "attempts": "integer", "updated_at": "timestamptz",
+    "venue": "varchar", "tx_hash": "varchar", "amount_out": "numeric", "executed_price": "numeric",
+    "error": "text", "work_token": "varchar", "work_owner": "varchar", "work_due_at": "timestamptz",
+}
+
+
+@functools.lru_cache(maxsize=64)
+def _pg_guarded_update(columns: tuple[str, ...]) -> Any:
+    """One UPDATE for any number of orders, its parameters one array per column
+    (unnest): the text never changes with the batch size, so it is parsed once and
+    the server plans it once."""
+    given = ", ".join(["CAST(:b_id AS varchar[])", "CAST(:b_seq AS integer[])", "CAST(:b_token AS varchar[])",
+                       *(f"CAST(:v_{c} AS {_PG_ARRAY_TYPES[c]}[])" for c in columns)])
+    names = ", ".join(["b_id", "b_seq", "b_token", *(f"v_{c}" for c in columns)])
+    sets = ", ".join(f"{c} = CAST(g.v_{c} AS json)" if c == "error" else f"{c} = g.v_{c}" for c in columns)
+    return sa.text(f"UPDATE orders SET {sets} FROM unnest({given}) AS g({names}) "
+                   "WHERE orders.id = g.b_id AND orders.last_seq = g.b_seq AND orders.work_token = g.b_token "
+                   "RETURNING orders.id")
+
+
+_PG_INSERT_EVENTS = sa.text(
+    "INSERT INTO order_events (order_id, seq, status, attempt, data, at) "
+    "SELECT order_id, seq, status, attempt, CAST(data AS json), at FROM unnest("
+    "CAST(:order_id AS varchar[]), CAST(:seq AS integer[]), CAST(:status AS varchar[]), "
+    "CAST(:attempt AS integer[]), CAST(:data AS text[]), CAST(:at AS timestamptz[])) "
+    "AS e(order_id, seq, status, attempt, data, at)")
+
+
 def _apply_guarded(conn: Any, columns: tuple[str, ...], rows: list[dict[str, Any]]) -> set[str]:
     """Update each order whose last_seq and token are still those given; the ids
-    that were. PostgreSQL: one UPDATE ... FROM (VALUES ...) RETURNING for all of
+    that were. PostgreSQL: one UPDATE ... FROM unnest(...) RETURNING for all of
     them. SQLite (one writer, no network): one UPDATE per order."""
     if conn.dialect.name != "postgresql":
         stmt = _guarded_update(columns)
         return {row["b_id"] for row in rows if conn.execute(stmt, row).rowcount == 1}
-    keys = ("b_id", "b_seq", "b_token", *(f"v_{c}" for c in columns))
-    given = sa.values(sa.column("b_id", orders.c.id.type), sa.column("b_seq", orders.c.last_seq.type),
-                      sa.column("b_token", orders.c.work_token.type),
-                      *(sa.column(f"v_{c}", orders.c[c].type) for c in columns), name="given")
-    given = given.data([tuple(row[k] for k in keys) for row in rows])
-    stmt = (sa.update(orders)
-            .where(orders.c.id == given.c.b_id, orders.c.last_seq == given.c.b_seq,
-                   orders.c.work_token == given.c.b_token)
-            # cast: a column whose values are all NULL comes out of VALUES as text
-            .values({c: sa.cast(given.c[f"v_{c}"], orders.c[c].type) for c in columns})
-            .returning(orders.c.id))
-    return set(conn.execute(stmt).scalars())
+    arrays = {key: [row[key] for row in rows] for key in rows[0]}
+    if "v_error" in arrays:
+        arrays["v_error"] = [None if e is None else json.dumps(e) for e in arrays["v_error"]]
+    return set(conn.execute(_pg_guarded_update(columns), arrays).scalars())
+
+
+def _insert_events(conn: Any, events: list[Event]) -> None:
+    """Append the events: one statement however many (PostgreSQL: unnest; SQLite: executemany)."""
+    if conn.dialect.name == "postgresql":
+        conn.execute(_PG_INSERT_EVENTS, {
+            "order_id": [e.order_id for e in events], "seq": [e.seq for e in events],
+            "status": [e.status.value for e in events], "attempt": [e.attempt for e in events],
+            "data": [json.dumps(e.data) for e in events], "at": [e.at for e in events]})
+        return
+    conn.execute(sa.insert(order_events), [
+        {"order_id": e.order_id, "seq": e.seq, "status": e.status.value,
+         "attempt": e.attempt, "data": e.data, "at": e.at} for e in events])
 
 
 def new_token() -> str:
@@ -233,9 +269,7 @@ class OrderStore:
             stale = [c for c in batch if c.order_id not in done]
             events = [e for e in events if e.order_id in done]
             if events:
-                conn.execute(sa.insert(order_events), [
-                    {"order_id": e.order_id, "seq": e.seq, "status": e.status.value,
-                     "attempt": e.attempt, "data": e.data, "at": e.at} for e in events])
+                _insert_events(conn, events)
         self.bus.publish_many(events)
         return events, stale
 

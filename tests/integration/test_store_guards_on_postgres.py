@@ -10,7 +10,7 @@ import sqlalchemy as sa
 from orderengine.clock import utcnow
 from orderengine.lifecycle import IllegalTransition, Status
 from orderengine.models import order_events
-from orderengine.store import StaleWork, Work, new_token
+from orderengine.store import Change, StaleWork, Version, Work, new_token
 from orderengine.sweeper import Sweeper
 from tests.integration.watching import logged_seqs, order_request
 
@@ -91,3 +91,23 @@ def test_the_database_refuses_a_second_event_with_the_same_seq(runtime):
             conn.execute(sa.insert(order_events).values(
                 order_id=order_id, seq=1, status="pending", attempt=0, data={}, at=utcnow()))
     assert [e.seq for e in runtime.store.events(order_id)] == [1]
+
+
+def test_a_batch_moves_only_the_orders_still_at_the_version_it_was_decided_from(runtime):
+    fresh = [new_order(runtime) for _ in range(3)]
+    moved_on_id, moved_on_token = new_order(runtime)
+    start_attempt(runtime, moved_on_id, moved_on_token)  # someone else got there first
+    error = {"code": "NO_ROUTE", "message": "no venue quoted"}
+    batch = [Change(order_id, token, Version("pending", 1, 0), Status.ROUTING, {"venues": []},
+                    attempt=1, changes={"attempts": 1, "error": error})
+             for order_id, token in fresh + [(moved_on_id, moved_on_token)]]
+
+    events, stale = runtime.store.transition_many(batch)
+
+    assert sorted(e.order_id for e in events) == sorted(order_id for order_id, _ in fresh)
+    assert [c.order_id for c in stale] == [moved_on_id]
+    for order_id, _ in fresh:
+        row = runtime.store.get(order_id)
+        assert (row.status, row.last_seq, row.attempts, row.error) == ("routing", 2, 1, error)
+    assert logged_seqs(runtime.engine)[moved_on_id] == [1, 2]  # its own routing event, and no second one
+    assert runtime.store.get(moved_on_id).error is None
