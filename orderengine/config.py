@@ -36,6 +36,8 @@ class Settings:
     worker_concurrency: int = 10
     max_orders_per_minute: int | None = None
     quote_timeout_ms: int = 2000
+    #: a MARKET order not submitted this long after it was accepted fails EXPIRED, never sent
+    order_ttl_ms: int = 30_000
     venues: tuple[str, ...] | None = None
     market_seed: int = 7
     log_level: str = "INFO"
@@ -121,6 +123,7 @@ VARIABLES: dict[str, tuple[str, Callable[[str], Any]]] = {
     "WORKER_CONCURRENCY": ("worker_concurrency", _int(1, 1000)),
     "MAX_ORDERS_PER_MINUTE": ("max_orders_per_minute", _int(1)),
     "QUOTE_TIMEOUT_MS": ("quote_timeout_ms", _int(1, 600_000)),
+    "ORDER_TTL_MS": ("order_ttl_ms", _int(1000, 86_400_000)),
     "VENUES": ("venues", _names),
     "MARKET_SEED": ("market_seed", _int()),
     "LOG_LEVEL": ("log_level", _log_level),

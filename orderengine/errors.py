@@ -59,6 +59,12 @@ class UpgradeRequired(EngineError):
 
 
 
+class NotCancellable(EngineError):
+    """The order can no longer be cancelled: its swap may already be on its way to the venue."""
+    code = "NOT_CANCELLABLE"
+    http_status = 409
+
+
 class UnsupportedMediaType(EngineError):
     """The request body must be JSON (Content-Type: application/json)."""
     code = "UNSUPPORTED_MEDIA_TYPE"
@@ -106,6 +112,12 @@ class TransactionFailed(ExecutionError):
 class VenueUnavailable(ExecutionError):
     """The venue did not answer."""
     code = "VENUE_UNAVAILABLE"
+
+
+class OrderExpired(ExecutionError):
+    """The order was not submitted within ORDER_TTL_MS of being accepted; it was never sent."""
+    code = "EXPIRED"
+    retryable = False
 
 
 

@@ -22,6 +22,7 @@ token and seq, so a step of a worker that lost the order changes nothing.
 """
 from __future__ import annotations
 
+import datetime as dt
 import logging
 import os
 import socket
@@ -34,7 +35,7 @@ from typing import Any, Callable, Iterable
 from orderengine.amounts import decimal_str
 from orderengine.clock import after_ms, utcnow
 from orderengine.config import Settings
-from orderengine.errors import ExecutionError, VenueUnavailable, error_from_dict
+from orderengine.errors import ExecutionError, OrderExpired, VenueUnavailable, error_from_dict
 from orderengine.events import Event
 from orderengine.lifecycle import Status
 from orderengine.routing import QuoteFetcher, QuoteOutcome, decide
@@ -57,7 +58,7 @@ def new_worker_id() -> str:
     return f"{socket.gethostname()[:40]}:{os.getpid()}:{uuid.uuid4().hex[:8]}"
 
 
-@dataclass
+@dataclass(eq=False)
 class Held:
     """An order this worker holds, as its last step left it."""
     id: str
@@ -69,6 +70,7 @@ class Held:
     token_out: str
     amount_in: Decimal
     slippage_bps: int
+    created_at: dt.datetime | None = None
     venue: str | None = None
     tx_hash: str | None = None
     decision: dict[str, Any] | None = None  # the routing decision, while building
@@ -77,7 +79,7 @@ class Held:
     @classmethod
     def of(cls, row: Any) -> "Held":
         return cls(row.id, row.work_token, row.status, row.last_seq, row.attempts, row.token_in,
-                   row.token_out, row.amount_in, row.slippage_bps, row.venue, row.tx_hash)
+                   row.token_out, row.amount_in, row.slippage_bps, row.created_at, row.venue, row.tx_hash)
 
     @property
     def version(self) -> Version:
@@ -140,7 +142,35 @@ class OrderExecutor:
 
     # --- steps ------------------------------------------------------------------
 
+    def expire_overdue(self, limit: int = 500) -> int:
+        """End `failed` with EXPIRED every order not yet handed to a venue whose
+        ORDER_TTL_MS has passed, whoever holds it (safe: its holder's next write finds
+        it moved on, and a swap is sent only after `building` is recorded). Orders in
+        `building` are left to their holder, which asks the venue first."""
+        rows = self.store.overdue(after_ms(-self.settings.order_ttl_ms), limit)
+        if not rows:
+            return 0
+        self._expire([Held.of(r) for r in rows])
+        return len(rows)
+
+    def _expired(self, group: list[Held]) -> tuple[list[Held], list[Held]]:
+        """(still in time, past ORDER_TTL_MS)."""
+        deadline = after_ms(-self.settings.order_ttl_ms)
+        live, expired = [], []
+        for held in group:
+            (expired if held.created_at is not None and held.created_at <= deadline else live).append(held)
+        return live, expired
+
+    def _expiry(self) -> OrderExpired:
+        return OrderExpired(f"The order was not submitted within {self.settings.order_ttl_ms} ms "
+                            "of being accepted; it was never sent.")
+
+    def _expire(self, expired: list[Held]) -> None:
+        self._attempts_failed([(h, self._expiry()) for h in expired])
+
     def _start_attempts(self, group: list[Held]) -> None:
+        group, expired = self._expired(group)
+        self._expire(expired)
         ready, throttled = [], []
         for held in group:
             delay = self.throttle.acquire() if held.status == Status.PENDING.value else 0.0
@@ -167,7 +197,12 @@ class OrderExecutor:
     def _route(self, group: list[Held], outcomes: list[list[QuoteOutcome]]) -> None:
         failed: list[tuple[Held, ExecutionError]] = []
         changes, deciding = [], []
+        live, expired = self._expired(group)
+        self._expire(expired)
+        in_time = {id(h) for h in live}
         for held, quotes in zip(group, outcomes):
+            if id(held) not in in_time:
+                continue
             try:
                 decision = decide(quotes, by_symbol(held.token_in), by_symbol(held.token_out),
                                   held.amount_in, held.slippage_bps)
@@ -232,17 +267,22 @@ class OrderExecutor:
                  submitted: list, unknown: list, failed: list) -> None:
         """Send `orders` to `venue` (those it does not have yet), sorting each into
         submitted (with its signature), unknown (ask again later) or failed."""
-        to_send = orders
+        to_send, expired = self._expired(orders)
+        late = {id(h) for h in expired}
         if not known_unsent:
             statuses = self._lookups(venue, orders, unknown)
             if statuses is None:
                 return
             to_send = []
             for held, status in zip(orders, statuses):
-                if status.state is TxState.UNKNOWN:
-                    to_send.append(held)
+                if status.state is not TxState.UNKNOWN:
+                    submitted.append((held, status.signature))  # it went out before: it was in time
+                elif id(held) in late:
+                    failed.append((held, self._expiry()))
                 else:
-                    submitted.append((held, status.signature))
+                    to_send.append(held)
+        else:
+            failed.extend((h, self._expiry()) for h in expired)
         if not to_send:
             return
         swaps = [(SwapRequest(h.decision["pool"], by_symbol(h.token_in), by_symbol(h.token_out), h.amount_in,

@@ -16,6 +16,7 @@ class Status(str, enum.Enum):
     CONFIRMED = "confirmed"
     RETRYING = "retrying"
     FAILED = "failed"
+    CANCELLED = "cancelled"
 
     def __str__(self) -> str:
         return self.value
@@ -23,15 +24,20 @@ class Status(str, enum.Enum):
 
 TRANSITIONS: dict[Status | None, frozenset[Status]] = {
     None: frozenset({Status.PENDING}),
-    Status.PENDING: frozenset({Status.ROUTING}),
-    Status.ROUTING: frozenset({Status.BUILDING, Status.RETRYING, Status.FAILED}),
+    # pending -> failed: it expired (ORDER_TTL_MS) before a worker started it.
+    # -> cancelled only before the swap is built: after that it may be on its way to the venue.
+    Status.PENDING: frozenset({Status.ROUTING, Status.FAILED, Status.CANCELLED}),
+    # A cancel that wins the race with the worker's routing decision: the worker's
+    # `building` write then finds the order moved on, and nothing is sent.
+    Status.ROUTING: frozenset({Status.BUILDING, Status.RETRYING, Status.FAILED, Status.CANCELLED}),
     # Once built, the swap may have been sent: the executor leaves `building` for a retry
     # or a failure only when the venue refused the send AND says it never received it.
     Status.BUILDING: frozenset({Status.SUBMITTED, Status.RETRYING, Status.FAILED}),
     Status.SUBMITTED: frozenset({Status.CONFIRMED, Status.RETRYING, Status.FAILED}),
-    Status.RETRYING: frozenset({Status.ROUTING, Status.FAILED}),
+    Status.RETRYING: frozenset({Status.ROUTING, Status.FAILED, Status.CANCELLED}),
     Status.CONFIRMED: frozenset(),
     Status.FAILED: frozenset(),
+    Status.CANCELLED: frozenset(),
 }
 
 TERMINAL: frozenset[Status] = frozenset(s for s, nxt in TRANSITIONS.items() if s and not nxt)

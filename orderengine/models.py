@@ -80,8 +80,10 @@ class Order(Base):
     work_due_at: Mapped[dt.datetime | None] = mapped_column(UTCDateTime())
 
     __table_args__ = (
-        sa.Index("ix_orders_created_at", "created_at"),
-        sa.Index("ix_orders_status_created_at", "status", "created_at"),
+        # GET /api/orders: newest first, keyset on (created_at, id) (migration 0003)
+        sa.Index("ix_orders_created_at_id", "created_at", "id"),
+        sa.Index("ix_orders_status_created_at_id", "status", "created_at", "id"),
+        sa.Index("ix_orders_client_order_id", "client_order_id", "created_at", "id"),
         sa.Index("ix_orders_work_due_at", "work_due_at"),
         # what workers claim from (migration 0002): due orders nobody holds
         sa.Index("ix_orders_claimable", "work_due_at", postgresql_where=sa.text("work_owner IS NULL"),

@@ -99,6 +99,7 @@ class Pump:
                 self._claim_wanted = False
             batch = self._reread([h for h in due if h.reload]) + [h for h in due if not h.reload]
             if claim:
+                self._expire()
                 batch += self._claim()
             if batch:
                 self.executor.submit(batch)
@@ -131,6 +132,12 @@ class Pump:
         if len(rows) == CLAIM_BATCH:
             self.wake()  # there is more
         return [Held.of(r) for r in rows]
+
+    def _expire(self) -> None:
+        try:
+            self.executor.expire_overdue()
+        except Exception as exc:  # the database is away: the next look does it
+            log.warning("expiring overdue orders failed", extra={"error": str(exc)})
 
     def _reread(self, orders: list[Held]) -> list[Held]:
         """Orders whose last step broke: their state as the database has it now

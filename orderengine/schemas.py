@@ -7,17 +7,22 @@ first byte: a float is read through its shortest repr, never `Decimal(float)`.
 """
 from __future__ import annotations
 
+import base64
+import binascii
+import datetime as dt
+import json
 import re
 import unicodedata
 from dataclasses import dataclass
 from decimal import Decimal
-from typing import Any
+from typing import Any, Mapping
 
 import marshmallow
 from marshmallow import fields, validate, validates_schema
 
 from orderengine.amounts import decimal_str
 from orderengine.errors import ValidationError
+from orderengine.lifecycle import Status
 from orderengine.tokens import TOKENS, U64_MAX, Token, find_token
 
 ORDER_TYPES = ("MARKET",)
@@ -31,6 +36,7 @@ _SINCE = re.compile(r"[0-9]{1,18}")
 _UUID = re.compile(r"[0-9a-fA-F]{8}-(?:[0-9a-fA-F]{4}-){3}[0-9a-fA-F]{12}")
 _NOT_FINITE = frozenset({"nan", "snan", "inf", "infinity"})
 _MISSING = "Missing data for required field."
+_STATUSES = tuple(s.value for s in Status)
 
 
 @dataclass(frozen=True)
@@ -218,3 +224,66 @@ def parse_order_id(value: str | None, field: str = "orderId") -> str:
         raise ValidationError("The order id is not valid.", fields={
             field: ["Not a valid order id; expected a UUID like 123e4567-e89b-12d3-a456-426614174000."]})
     return value.lower()
+
+
+# --- GET /api/orders ------------------------------------------------------------------
+
+LIST_LIMIT_DEFAULT = 50
+LIST_LIMIT_MAX = 500
+_LIST_ARGS = frozenset({"status", "clientOrderId", "limit", "before"})
+
+
+@dataclass(frozen=True)
+class ListQuery:
+    status: str | None
+    client_order_id: str | None
+    limit: int
+    before: tuple[dt.datetime, str] | None
+
+
+def parse_list_query(args: Mapping[str, str]) -> ListQuery:
+    """?status=&clientOrderId=&limit=&before=: every bad argument named at once."""
+    errors: dict[str, list[str]] = {}
+    unknown = sorted(set(args) - _LIST_ARGS)
+    if unknown:
+        errors["_schema"] = [f"Unknown query argument(s): {', '.join(_echo(u) for u in unknown)}."]
+    status = args.get("status")
+    if status is not None and status not in _STATUSES:
+        errors["status"] = [f"Must be one of: {', '.join(_STATUSES)}."]
+    client_order_id = args.get("clientOrderId")
+    if client_order_id is not None and not 1 <= len(client_order_id) <= CLIENT_ORDER_ID_MAX:
+        errors["clientOrderId"] = [f"Must be 1 to {CLIENT_ORDER_ID_MAX} characters."]
+    limit = LIST_LIMIT_DEFAULT
+    raw_limit = args.get("limit")
+    if raw_limit is not None:
+        if re.fullmatch(r"[0-9]{1,4}", raw_limit) and 1 <= int(raw_limit) <= LIST_LIMIT_MAX:
+            limit = int(raw_limit)
+        else:
+            errors["limit"] = [f"Must be an integer from 1 to {LIST_LIMIT_MAX}."]
+    before = None
+    if args.get("before") is not None:
+        before = decode_cursor(args["before"])
+        if before is None:
+            errors["before"] = ["Not a cursor this API gave out: pass back the `next` of a previous page."]
+    if errors:
+        raise ValidationError("The query is not valid.", fields=errors)
+    return ListQuery(status, client_order_id, limit, before)
+
+
+def encode_cursor(created_at: dt.datetime, order_id: str) -> str:
+    """An opaque cursor for the order after which the next page starts."""
+    raw = json.dumps([created_at.astimezone(dt.timezone.utc).isoformat(), order_id], separators=(",", ":"))
+    return base64.urlsafe_b64encode(raw.encode()).decode().rstrip("=")
+
+
+def decode_cursor(text: str) -> tuple[dt.datetime, str] | None:
+    if not isinstance(text, str) or not 1 <= len(text) <= 200:
+        return None
+    try:
+        at, order_id = json.loads(base64.urlsafe_b64decode(text + "=" * (-len(text) % 4)))
+        moment = dt.datetime.fromisoformat(at)
+    except (ValueError, TypeError, UnicodeDecodeError, binascii.Error):
+        return None
+    if moment.tzinfo is None or not isinstance(order_id, str) or not _UUID.fullmatch(order_id):
+        return None
+    return moment, order_id

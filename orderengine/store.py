@@ -23,10 +23,10 @@ from orderengine.amounts import decimal_str
 from orderengine.bus import EventBus
 from orderengine.clock import iso, utcnow
 from orderengine.db import writing
-from orderengine.errors import OrderNotFound
+from orderengine.errors import NotCancellable, OrderNotFound, ServiceUnavailable
 from orderengine.events import Event
 from orderengine.lifecycle import ACTIVE, TERMINAL, Status, check_transition
-from orderengine.models import order_events, orders, workers
+from orderengine.models import UTCDateTime, order_events, orders, workers
 from orderengine.schemas import OrderRequest
 
 
@@ -73,7 +73,9 @@ class Change:
     work: Work | None = None
 
 
+CANCEL_ROUNDS = 5  # a cancel re-reads the order this often while workers move it on
 _ACTIVE_VALUES = sorted(s.value for s in ACTIVE)
+_NOT_YET_SENT = sorted(s.value for s in (Status.PENDING, Status.ROUTING, Status.RETRYING))
 
 _SET_WORK = (sa.update(orders)
              # a terminal order has no token: the token alone says the order is still active
@@ -355,6 +357,50 @@ class OrderStore:
                  .order_by(order_events.c.order_id, order_events.c.seq))
         with self.engine.connect() as conn:
             return {r.order_id: Event.from_row(r) for r in conn.execute(query)}
+
+    def cancel(self, order_id: str, reason: str) -> Any:
+        """Cancel an order not yet handed to a venue (pending, routing, retrying) with a
+        guarded transition, like any other: a worker about to move the order on loses
+        the race cleanly. An order already cancelled is returned as it is; one in
+        `building` or later raises NotCancellable. Returns the snapshot after."""
+        for _ in range(CANCEL_ROUNDS):
+            row = self.require(order_id)
+            if row.status == Status.CANCELLED.value:
+                return row
+            if row.status not in _NOT_YET_SENT:
+                raise NotCancellable(f"The order is {row.status}: its swap may already be on its way "
+                                     "to the venue, so it can no longer be cancelled.")
+            applied, _ = self.transition_many([Change(order_id, row.work_token, Version.of(row),
+                                                      Status.CANCELLED, {"reason": reason})])
+            if applied:
+                return self.require(order_id)
+        raise ServiceUnavailable("The order kept changing while it was being cancelled; try again.")
+
+    def page(self, *, before: tuple[dt.datetime, str] | None, limit: int, status: str | None = None,
+             client_order_id: str | None = None) -> list[Any]:
+        """Orders newest first (created_at, then id, descending), strictly after the
+        cursor `before` when given: keyset pagination, so a page never repeats or
+        skips an order while new ones arrive at the head."""
+        query = sa.select(orders)
+        if status is not None:
+            query = query.where(orders.c.status == status)
+        if client_order_id is not None:
+            query = query.where(orders.c.client_order_id == client_order_id)
+        if before is not None:
+            query = query.where(sa.tuple_(orders.c.created_at, orders.c.id) < sa.tuple_(
+                sa.literal(before[0], UTCDateTime()), sa.literal(before[1])))
+        query = query.order_by(orders.c.created_at.desc(), orders.c.id.desc()).limit(limit)
+        with self.engine.connect() as conn:
+            return conn.execute(query).all()
+
+    def overdue(self, accepted_before: dt.datetime, limit: int) -> list[Any]:
+        """Snapshots of orders accepted before `accepted_before` that no venue has been
+        handed yet (pending, routing, retrying): what ORDER_TTL_MS expires."""
+        query = (sa.select(orders)
+                 .where(orders.c.status.in_(_NOT_YET_SENT), orders.c.created_at < accepted_before)
+                 .limit(limit))
+        with self.engine.connect() as conn:
+            return conn.execute(query).all()
 
     def release(self, owner: str) -> int:
         """Hand every order `owner` holds back to whoever claims next (graceful stop)."""

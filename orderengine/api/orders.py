@@ -9,12 +9,15 @@ from flask import Blueprint, current_app, jsonify, request
 
 from orderengine.errors import UnsupportedMediaType, UpgradeRequired, ValidationError
 from orderengine.intake import submit_order
-from orderengine.schemas import parse_events_since, parse_order_id, parse_order_request
+from orderengine.schemas import (
+    encode_cursor, parse_events_since, parse_list_query, parse_order_id, parse_order_request,
+)
 from orderengine.store import snapshot
 
 bp = Blueprint("orders", __name__, url_prefix="/api/orders")
 
 MAX_BODY_BYTES = 64 * 1024
+CANCEL_REASON = "Cancelled at the client's request."
 
 
 def runtime():
@@ -36,6 +39,25 @@ def execute_without_upgrade():
     """The WebSocket's address asked for over plain HTTP: say how to use it."""
     raise UpgradeRequired("GET /api/orders/execute is a WebSocket: connect with "
                           "ws://.../api/orders/execute?orderId=<id>[&since=N].")
+
+
+@bp.get("")
+def list_orders():
+    """The caller's orders, newest first, a page at a time (keyset: `next` -> `before`)."""
+    query = parse_list_query(request.args)
+    rows = runtime().store.page(before=query.before, limit=query.limit + 1, status=query.status,
+                                client_order_id=query.client_order_id)
+    page = rows[:query.limit]
+    more = len(rows) > query.limit
+    return jsonify({"orders": [snapshot(r) for r in page],
+                    "next": encode_cursor(page[-1].created_at, page[-1].id) if more else None})
+
+
+@bp.post("/<order_id>/cancel")
+def cancel_order(order_id: str):
+    """Cancel an order not yet handed to a venue; 409 NOT_CANCELLABLE from `building` on."""
+    row = runtime().store.cancel(parse_order_id(order_id, "id"), CANCEL_REASON)
+    return jsonify(snapshot(row))
 
 
 @bp.get("/<order_id>")

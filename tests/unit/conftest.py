@@ -91,5 +91,5 @@ def wait_for(predicate, timeout: float = 30.0, interval: float = 0.02):
 
 
 def wait_terminal(runtime, order_id: str, timeout: float = 30.0):
-    return wait_for(lambda: (lambda r: r if r.status in ("confirmed", "failed") else None)(
+    return wait_for(lambda: (lambda r: r if r.status in ("confirmed", "failed", "cancelled") else None)(
         runtime.store.get(order_id)), timeout)
