@@ -27,12 +27,30 @@ RESYNC = object()  # put on subscriber queues when live messages may have been l
 
 
 class Subscription:
-    """Live events of one order for one consumer; close it when done."""
+    """Live events for one consumer: of the orders it follows (one for a single-order
+    socket, any number for the stream socket), or of every order. Close it when done."""
 
-    def __init__(self, bus: "LocalFanout", order_id: str) -> None:
-        self.order_id = order_id
+    def __init__(self, bus: "LocalFanout", order_ids: tuple[str, ...] = ()) -> None:
+        self.order_ids: set[str] = set(order_ids)
+        self.everything = False
         self.queue: queue.Queue = queue.Queue()
         self._bus = bus
+
+    @property
+    def order_id(self) -> str:
+        """The order of a single-order subscription."""
+        return next(iter(self.order_ids))
+
+    def follow(self, order_id: str) -> None:
+        """Receive this order's events too, from now on."""
+        self._bus._add(self, order_id)
+
+    def unfollow(self, order_id: str) -> None:
+        self._bus._discard(self, order_id)
+
+    def follow_all(self, on: bool = True) -> None:
+        """Receive every order's events (or stop, with on=False; followed orders stay)."""
+        self._bus._set_everything(self, on)
 
     def get(self, timeout: float) -> Event | object | None:
         try:
@@ -54,47 +72,70 @@ class EventBus(Protocol):
     def publish(self, event: Event) -> None: ...
     def publish_many(self, events: list[Event]) -> None: ...
     def subscribe(self, order_id: str) -> Subscription: ...
+    def open(self) -> Subscription: ...
     def healthy(self) -> bool: ...
     def close(self) -> None: ...
 
 
 class LocalFanout:
-    """Subscriber bookkeeping shared by both backends."""
+    """Subscriber bookkeeping shared by both backends: the process's one feed of
+    events is handed out by order id, so a subscriber sees only what it follows."""
 
     def __init__(self) -> None:
         self._lock = threading.Lock()
         self._subs: dict[str, set[Subscription]] = {}
+        self._everything: set[Subscription] = set()
 
     def subscribe(self, order_id: str) -> Subscription:
-        sub = Subscription(self, order_id)
-        with self._lock:
-            self._subs.setdefault(order_id, set()).add(sub)
+        """A subscription to one order, in force when this returns."""
+        sub = Subscription(self, (order_id,))
+        self._add(sub, order_id)
         return sub
 
-    def _remove(self, sub: Subscription) -> None:
+    def open(self) -> Subscription:
+        """A subscription that follows nothing yet (see Subscription.follow)."""
+        return Subscription(self)
+
+    def _add(self, sub: Subscription, order_id: str) -> None:
         with self._lock:
-            subs = self._subs.get(sub.order_id)
+            sub.order_ids.add(order_id)
+            self._subs.setdefault(order_id, set()).add(sub)
+
+    def _discard(self, sub: Subscription, order_id: str) -> None:
+        with self._lock:
+            sub.order_ids.discard(order_id)
+            subs = self._subs.get(order_id)
             if subs is not None:
                 subs.discard(sub)
                 if not subs:
-                    del self._subs[sub.order_id]
+                    del self._subs[order_id]
+
+    def _set_everything(self, sub: Subscription, on: bool) -> None:
+        with self._lock:
+            sub.everything = on
+            (self._everything.add if on else self._everything.discard)(sub)
+
+    def _remove(self, sub: Subscription) -> None:
+        for order_id in list(sub.order_ids):
+            self._discard(sub, order_id)
+        self._set_everything(sub, False)
 
     def deliver(self, order_id: str, item: Event | object) -> None:
         with self._lock:
-            targets = list(self._subs.get(order_id, ()))
+            targets = self._subs.get(order_id, set()) | self._everything
         for sub in targets:
             sub.queue.put(item)
 
     def deliver_all(self, item: object) -> None:
         with self._lock:
-            targets = [s for subs in self._subs.values() for s in subs]
+            targets = {s for subs in self._subs.values() for s in subs} | self._everything
         for sub in targets:
             sub.queue.put(item)
 
     @property
     def subscriber_count(self) -> int:
         with self._lock:
-            return sum(len(s) for s in self._subs.values())
+            return len({s for subs in self._subs.values() for s in subs} | self._everything)
 
 
 class MemoryBus(LocalFanout):
@@ -150,6 +191,10 @@ class RedisBus(LocalFanout):
     def subscribe(self, order_id: str) -> Subscription:
         self._ensure_listening()
         return super().subscribe(order_id)
+
+    def open(self) -> Subscription:
+        self._ensure_listening()
+        return super().open()
 
     def healthy(self) -> bool:
         """Subscribed to Redis right now (False while it reconnects)."""

@@ -1,4 +1,5 @@
-"""WebSocket: GET /api/orders/execute?orderId=<id>[&since=N] streams one order.
+"""WebSockets: GET /api/orders/execute?orderId=<id>[&since=N] streams one order;
+GET /api/orders/stream follows many (orderengine/stream.py).
 
 Protocol (SPEC §4): every event with seq > N, first from the database, then
 live, each once and in order; close 1000 after the terminal event. A missing
@@ -9,12 +10,15 @@ from __future__ import annotations
 
 import json
 import logging
+import time
 
 from flask import current_app, request
 from flask_sock import ConnectionClosed, Sock
 
 from orderengine.errors import EngineError, OrderNotFound, ServiceUnavailable
 from orderengine.schemas import parse_events_since, parse_order_id
+from orderengine.intake import submit_order
+from orderengine.stream import StreamSession
 from orderengine.streaming import EventRelay
 
 log = logging.getLogger(__name__)
@@ -26,6 +30,9 @@ CLOSE_INTERNAL = 1011
 CLOSE_BAD_REQUEST = 4400
 CLOSE_NOT_FOUND = 4404
 WAIT_S = 1.0
+STREAM_WAIT_S = 0.05        # the stream socket looks at the client's messages this often
+MAX_MESSAGES_PER_ROUND = 100
+MAX_EVENTS_PER_ROUND = 1000
 
 
 @sock.route("/api/orders/execute")
@@ -50,6 +57,40 @@ def order_socket(ws) -> None:
         _close_with_error(ws, ServiceUnavailable("The event stream is not available."), CLOSE_INTERNAL)
         return
     ws.close(reason=CLOSE_NORMAL, message="order is final")
+
+
+@sock.route("/api/orders/stream")
+def stream_socket(ws) -> None:
+    """One socket, many orders: see orderengine/stream.py for the protocol."""
+    runtime = current_app.extensions["orderengine"]
+
+    def submit(order, idempotency_key):
+        return submit_order(runtime, order).order_id
+
+    try:
+        with runtime.bus.open() as sub:
+            session = StreamSession(runtime.store, sub, submit, ws.send)
+            idle_since = time.monotonic()
+            while ws.connected:
+                for _ in range(MAX_MESSAGES_PER_ROUND):
+                    message = ws.receive(timeout=0)
+                    if message is None:
+                        break
+                    session.on_message(message)
+                item = sub.get(timeout=STREAM_WAIT_S)
+                for _ in range(MAX_EVENTS_PER_ROUND):
+                    if item is None:
+                        break
+                    session.on_live(item)
+                    item = sub.get(timeout=0)
+                if time.monotonic() - idle_since >= 1.0:
+                    session.on_idle()
+                    idle_since = time.monotonic()
+    except ConnectionClosed:
+        return
+    except Exception:
+        log.exception("stream socket failed")
+        _close_with_error(ws, ServiceUnavailable("The event stream is not available."), CLOSE_INTERNAL)
 
 
 def _send(ws, events) -> None:
