@@ -40,11 +40,6 @@ def clock() -> FakeClock:
 
 
 @pytest.fixture
-def chain_url(tmp_path) -> str:
-    return f"sqlite:///{tmp_path}/chain.db"
-
-
-@pytest.fixture
 def make_chain(chain_url, clock):
     def make(**options) -> SimChain:
         options.setdefault("exec_latency_ms", 1000)
@@ -106,7 +101,8 @@ def test_a_confirmed_transaction_moves_the_pool(make_chain, clock):
     chain = make_chain()
     chain.send("tx-1", POOL, "cpmm", True, LAMPORTS, 0)
     clock.advance(1200)
-    state = chain.pool_state(POOL)  # landing happens for whoever looks at the pool next
+    chain.maintain()  # or a status poll: looking at the pool does not land anything
+    state = chain.pool_state(POOL)
     assert state["reserve_a"] == 101 * LAMPORTS
     assert state["reserve_b"] == 15_000 * 10**6 - 148_147_231
 
@@ -211,6 +207,7 @@ def test_ensure_pool_leaves_an_existing_pool_as_it_is(make_chain, clock):
     chain = make_chain()
     chain.send("tx-1", POOL, "cpmm", True, LAMPORTS, 0)
     clock.advance(1200)
+    chain.land_due()
     moved = chain.pool_state(POOL)
     chain.ensure_pool(POOL, "cpmm", pool_state())
     assert chain.pool_state(POOL) == moved
