@@ -143,7 +143,10 @@ class SimChain:
                 answers.append(error)
         if rows:
             with writing(self._engine) as conn:
-                conn.execute(insert_ignoring_conflicts(conn, sim_transactions).values(list(rows.values())))
+                # with RETURNING, SQLAlchemy sends the rows as one multi-row INSERT whose
+                # compiled form it caches (without it: one execution per row)
+                conn.execute(insert_ignoring_conflicts(conn, sim_transactions)
+                             .returning(sim_transactions.c.signature), list(rows.values())).all()
         return answers
 
     def status(self, signature: str) -> TxStatus:
