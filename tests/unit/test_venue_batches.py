@@ -3,8 +3,10 @@ any plugin installed beside them, e.g. examples/venue-plugin): each answers exac
 what its one-at-a-time method does, in order, with errors per item."""
 from __future__ import annotations
 
+import inspect
 from decimal import Decimal
 from importlib.metadata import entry_points
+from pathlib import Path
 
 import pytest
 import sqlalchemy as sa
@@ -130,3 +132,14 @@ def test_maintain_on_both_venues_of_one_chain_plays_each_tick_once(chain_url):
     with engine_for(chain_url).connect() as conn:
         versions = conn.execute(sa.select(sim_pools.c.version)).scalars().all()
     assert versions == [2] * 6  # seeded, then three ticks in one go
+
+
+def test_every_method_of_the_contract_is_documented_with_its_signature():
+    guide = (Path(__file__).resolve().parents[2] / "docs" / "venues.md").read_text()
+    methods = [name for name, member in vars(Venue).items()
+               if callable(member) and not name.startswith("_")]
+    assert {"quotes", "execute_many", "statuses", "lookups", "maintain"} <= set(methods)
+    for name in methods:
+        params = ", ".join(str(p).replace("'", "") for p in inspect.signature(getattr(Venue, name)).parameters.values())
+        returns = inspect.signature(getattr(Venue, name)).return_annotation
+        assert f"def {name}({params}) -> {returns}: ..." in guide, name
