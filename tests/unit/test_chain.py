@@ -8,14 +8,17 @@ from decimal import Decimal
 
 import pytest
 import sqlalchemy as sa
+from alembic import command
 
+from orderengine.migrate import alembic_config, upgrade
 from orderengine.venue import TxState
 from venues import cpmm
 from tests.fakes import FakeClock
 from venues.chain import (
     ChainNotMigrated, Send, SimChain, UnknownPool, b58encode, engine_for, normalize_url,
-    sim_transactions, signature_for,
+    sim_market, sim_transactions, signature_for,
 )
+from venues.chain import metadata as chain_metadata
 
 POOL = "TestPoolSoLUsdc1111111111111111111111111111"
 LAMPORTS = 10**9
@@ -356,3 +359,21 @@ def test_pool_states_are_read_again_once_older_than_the_limit(make_chain, clock)
 def test_a_chain_without_its_tables_says_to_migrate(tmp_path):
     with pytest.raises(ChainNotMigrated, match="orderengine migrate"):
         SimChain(f"sqlite:///{tmp_path}/bare.db")
+
+
+def test_the_migrations_create_every_column_the_chain_reads(chain_url):
+    inspector = sa.inspect(engine_for(chain_url))
+    for table in chain_metadata.sorted_tables:
+        assert {c["name"] for c in inspector.get_columns(table.name)} == set(table.columns.keys()), table.name
+
+
+def test_chain_tables_the_chain_created_itself_get_the_market_lease(sqlite_url):
+    command.upgrade(alembic_config(sqlite_url), "0001")
+    with engine_for(sqlite_url).begin() as conn:  # as the chain used to create them at start-up
+        conn.exec_driver_sql("CREATE TABLE sim_market (id INTEGER PRIMARY KEY, tick BIGINT NOT NULL, "
+                             "anchors TEXT NOT NULL)")
+        conn.exec_driver_sql("INSERT INTO sim_market VALUES (1, 42, '{}')")
+    upgrade(sqlite_url)
+    with engine_for(sqlite_url).connect() as conn:
+        assert conn.execute(sa.select(sim_market)).one()._asdict() == {
+            "id": 1, "tick": 42, "anchors": "{}", "holder": None, "lease_until": None}
