@@ -23,7 +23,7 @@ from orderengine.venue import (
     ExecutionError, NoRoute, PoolInfo, Quote, QuoteRequest, SwapRequest, Token, TxStatus, Venue,
     VenueEnvironment, VenueUnavailable,
 )
-from venues.chain import ChainNotMigrated, Send, SimChain, UnknownPool, address_for, get_chain
+from venues.chain import ChainNotMigrated, Pool, Send, SimChain, UnknownPool, address_for, get_chain
 from venues.pricing import units_price
 
 _PRICE_CTX = Context(prec=20)
@@ -65,7 +65,7 @@ class SimVenue(Venue):
 
     def pools(self) -> list[PoolInfo]:
         with _answering():
-            known = self._ready().pools()
+            known = self._known_pools()
         return [self._pool_info(pid, seed, known[pid].state) for pid, seed in self._seeds.items()]
 
     def quote(self, token_in: Token, token_out: Token, amount_in: Decimal) -> Quote:
@@ -95,7 +95,7 @@ class SimVenue(Venue):
             return list(routes)  # type: ignore[arg-type]
         time.sleep(self._env.quote_latency_ms / 1000)  # the RPC round trip
         with _answering():
-            known = self._ready().pools()
+            known = self._known_pools()
         out: list[Quote | ExecutionError] = []
         for request, route in zip(requests, routes):
             if isinstance(route, ExecutionError):
@@ -186,6 +186,14 @@ class SimVenue(Venue):
                     self._chain.ensure_pool(pool_id, self.program_name, _with_tokens(seed))
                 self._seeded = True
             return self._chain
+
+    def _known_pools(self) -> dict[str, Pool]:
+        """Every pool's state as the chain holds it in memory, this venue's included."""
+        chain = self._ready()
+        known = chain.pools()
+        if not self._seeds.keys() <= known.keys():  # seeded a moment after the last reload
+            known = chain.pools(max_age_ms=0)
+        return known
 
     def _pool_info(self, pool_id: str, seed: PoolSeed, state: dict[str, Any]) -> PoolInfo:
         a, b = seed.token_a, seed.token_b

@@ -112,7 +112,12 @@ class SimChain:
     def pool_state(self, pool_id: str) -> dict[str, Any]:
         """The pool's state as this process knows it (see `pools`); UnknownPool if
         there is no such pool. Callers must not change it."""
-        return self._pool(self.pools(), pool_id).state
+        known = self.pools()
+        if pool_id not in known:  # created since the last reload?
+            known = self.pools(max_age_ms=0)
+        if pool_id not in known:
+            raise UnknownPool(f"no pool {pool_id} on this chain")
+        return known[pool_id].state
 
     # --- transactions -----------------------------------------------------------------
 
@@ -132,12 +137,12 @@ class SimChain:
         ValueError for a send the chain refuses. Latency and fate are drawn now."""
         now = self._clock()
         pools = self.pools()
+        if any(s.pool_id not in pools for s in sends):  # created since the last reload?
+            pools = self.pools(max_age_ms=0)
         answers: list[str | Exception] = []
         rows: dict[str, dict[str, Any]] = {}
         for send in sends:
             try:
-                if send.pool_id not in pools:  # created since the last reload?
-                    pools = self.pools(max_age_ms=0)
                 answers.append(self._row(send, pools, now, rows))
             except (UnknownPool, ValueError) as error:
                 answers.append(error)
@@ -229,12 +234,6 @@ class SimChain:
                 known = self._pools.get(pool_id)
                 if known is not None and known.version < version:
                     self._pools[pool_id] = Pool(known.program, version, state)
-
-    @staticmethod
-    def _pool(pools: dict[str, Pool], pool_id: str) -> Pool:
-        if pool_id not in pools:
-            raise UnknownPool(f"no pool {pool_id} on this chain")
-        return pools[pool_id]
 
     def _row(self, send: Send, pools: dict[str, Pool], now: datetime,
              rows: dict[str, dict[str, Any]]) -> str:
