@@ -65,9 +65,12 @@ def migrate() -> None:
 def venues() -> None:
     """List the venue plugins found, their fees and pools, and any that failed to load."""
     from orderengine.amounts import decimal_str
+    from orderengine.migrate import upgrade
     from orderengine.plugins import load_venues
 
-    registry = load_venues(_settings())
+    settings = _settings()
+    upgrade(settings.database_url)  # the simulated venues' pools live in the chain's tables
+    registry = load_venues(settings)
     for name, venue in sorted(registry.venues.items()):
         click.echo(f"{name}")
         for p in venue.pools():

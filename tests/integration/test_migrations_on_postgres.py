@@ -3,8 +3,10 @@ from __future__ import annotations
 
 import pytest
 import sqlalchemy as sa
+from alembic.script import ScriptDirectory
 
 from orderengine.migrate import alembic_config, upgrade
+from venues.chain import metadata as chain_metadata
 
 pytestmark = pytest.mark.integration
 
@@ -20,18 +22,18 @@ def inspector_after_two_upgrades(pg_url):
         engine.dispose()
 
 
-def test_migrations_applied_twice_leave_the_engine_tables_at_head(inspector_after_two_upgrades):
+def test_migrations_applied_twice_leave_the_engine_tables_at_head(inspector_after_two_upgrades, pg_url):
     inspector, engine = inspector_after_two_upgrades
     assert {"orders", "order_events", "workers", "alembic_version"} <= set(inspector.get_table_names())
+    head = ScriptDirectory.from_config(alembic_config(pg_url)).get_current_head()
     with engine.connect() as conn:
-        assert conn.execute(sa.text("SELECT version_num FROM alembic_version")).scalars().all() == [head()]
+        assert conn.execute(sa.text("SELECT version_num FROM alembic_version")).scalars().all() == [head]
 
 
-def head() -> str:
-    """The newest revision in migrations/."""
-    from alembic.script import ScriptDirectory
-
-    return ScriptDirectory.from_config(alembic_config("sqlite://")).get_current_head()
+def test_the_chain_tables_have_every_column_the_chain_reads(inspector_after_two_upgrades):
+    inspector, _ = inspector_after_two_upgrades
+    for table in chain_metadata.sorted_tables:
+        assert {c["name"] for c in inspector.get_columns(table.name)} == set(table.columns.keys()), table.name
 
 
 def test_the_event_log_is_unique_on_order_and_seq(inspector_after_two_upgrades):

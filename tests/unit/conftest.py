@@ -23,6 +23,14 @@ def settings(sqlite_url):
 
 
 @pytest.fixture
+def chain_url(sqlite_url) -> str:
+    """A SQLite file migrated to the newest schema, the simulated chain's tables included
+    (the chain does not create them itself: `orderengine migrate` does)."""
+    upgrade(sqlite_url)
+    return sqlite_url
+
+
+@pytest.fixture
 def venues():
     return [FakeVenue("alpha", price="150"), FakeVenue("beta", price="149")]
 

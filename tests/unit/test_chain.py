@@ -1,4 +1,4 @@
-"""The simulated chain: idempotent sends, lazy landing in confirm order, final outcomes."""
+"""The simulated chain: idempotent sends, lazy landing in confirm order, final outcomes, batches."""
 from __future__ import annotations
 
 import random
@@ -8,13 +8,17 @@ from decimal import Decimal
 
 import pytest
 import sqlalchemy as sa
+from alembic import command
 
+from orderengine.migrate import alembic_config, upgrade
 from orderengine.venue import TxState
 from venues import cpmm
 from tests.fakes import FakeClock
 from venues.chain import (
-    SimChain, UnknownPool, b58encode, engine_for, normalize_url, sim_transactions, signature_for,
+    ChainNotMigrated, Send, SimChain, UnknownPool, b58encode, engine_for, normalize_url,
+    sim_market, sim_transactions, signature_for,
 )
+from venues.chain import metadata as chain_metadata
 
 POOL = "TestPoolSoLUsdc1111111111111111111111111111"
 LAMPORTS = 10**9
@@ -37,11 +41,6 @@ class ScriptedRandom(random.Random):
 @pytest.fixture
 def clock() -> FakeClock:
     return FakeClock()
-
-
-@pytest.fixture
-def chain_url(tmp_path) -> str:
-    return f"sqlite:///{tmp_path}/chain.db"
 
 
 @pytest.fixture
@@ -106,7 +105,8 @@ def test_a_confirmed_transaction_moves_the_pool(make_chain, clock):
     chain = make_chain()
     chain.send("tx-1", POOL, "cpmm", True, LAMPORTS, 0)
     clock.advance(1200)
-    state = chain.pool_state(POOL)  # landing happens for whoever looks at the pool next
+    chain.maintain()  # or a status poll: looking at the pool does not land anything
+    state = chain.pool_state(POOL)
     assert state["reserve_a"] == 101 * LAMPORTS
     assert state["reserve_b"] == 15_000 * 10**6 - 148_147_231
 
@@ -211,6 +211,7 @@ def test_ensure_pool_leaves_an_existing_pool_as_it_is(make_chain, clock):
     chain = make_chain()
     chain.send("tx-1", POOL, "cpmm", True, LAMPORTS, 0)
     clock.advance(1200)
+    chain.land_due()
     moved = chain.pool_state(POOL)
     chain.ensure_pool(POOL, "cpmm", pool_state())
     assert chain.pool_state(POOL) == moved
@@ -222,3 +223,157 @@ def test_sending_to_a_pool_that_does_not_exist_is_refused(make_chain):
         chain.send("tx-1", "NoSuchPool", "cpmm", True, LAMPORTS, 0)
     with pytest.raises(UnknownPool):
         chain.send("tx-2", POOL, "dlmm", True, LAMPORTS, 0)
+
+
+# --- batches ---------------------------------------------------------------------------
+
+OTHER_POOL = "TestPoolSoLUsdt1111111111111111111111111111"
+
+
+@pytest.fixture
+def statements(chain_url):
+    """Every SQL statement the chain sends from now on, as (text, executemany)."""
+    seen: list[tuple[str, bool]] = []
+    engine = engine_for(chain_url)
+
+    def record(conn, cursor, statement, parameters, context, executemany):
+        seen.append((statement, executemany))
+
+    sa.event.listen(engine, "before_cursor_execute", record)
+    yield seen
+    sa.event.remove(engine, "before_cursor_execute", record)
+
+
+def writes(statements) -> list[str]:
+    return [s for s, _ in statements if s.lstrip().upper().startswith(("INSERT", "UPDATE", "DELETE", "BEGIN IMMEDIATE"))]
+
+
+def sends(*ids: str, pool: str = POOL, amount: int = LAMPORTS, min_out: int = 0) -> list[Send]:
+    return [Send(i, pool, "cpmm", True, amount, min_out) for i in ids]
+
+
+def test_send_many_answers_each_send_in_order_with_its_own_error(make_chain):
+    chain = make_chain()
+    answers = chain.send_many([*sends("tx-1"), *sends("tx-2", pool="NoSuchPool"),
+                               *sends("tx-3", amount=0), *sends("tx-4")])
+    assert answers[0] == signature_for("tx-1") and answers[3] == signature_for("tx-4")
+    assert isinstance(answers[1], UnknownPool)
+    assert isinstance(answers[2], ValueError)
+    assert chain.lookup("tx-2").state is TxState.UNKNOWN
+    assert chain.lookup("tx-3").state is TxState.UNKNOWN
+
+
+def test_send_many_is_one_insert_statement_and_reads_no_pool_row(make_chain, statements):
+    chain = make_chain()
+    chain.pools()  # the pool states are in memory from here on
+    statements.clear()
+    chain.send_many(sends(*(f"tx-{n}" for n in range(50))))
+    assert [s for s, _ in statements if "sim_pools" in s] == []
+    assert [s.split()[0].upper() for s in writes(statements)] == ["BEGIN", "INSERT"]
+
+
+def test_send_many_twice_with_the_same_ids_fills_once(make_chain, clock, chain_url):
+    chain = make_chain()
+    first = chain.send_many(sends("tx-1", "tx-2", "tx-1"))  # an id twice in one batch, too
+    second = chain.send_many(sends("tx-1", "tx-2", amount=5 * LAMPORTS))
+    assert first == [signature_for("tx-1"), signature_for("tx-2"), signature_for("tx-1")]
+    assert second == first[:2]
+    clock.advance(1200)
+    assert [s.amount_in for s in chain.statuses(second)] == [Decimal("1.000000000")] * 2
+    assert chain.pool_state(POOL)["reserve_a"] == 102 * LAMPORTS
+    with engine_for(chain_url).connect() as conn:
+        assert conn.execute(sa.select(sa.func.count()).select_from(sim_transactions)).scalar() == 2
+
+
+def test_statuses_answer_pending_confirmed_failed_and_unknown_in_order(make_chain, clock):
+    chain = make_chain(rng=ScriptedRandom([0.8, 0.9, 1.2]))
+    quoted_out = cpmm.swap(chain.pool_state(POOL), True, 10 * LAMPORTS)[0]
+    filled, late, pending = chain.send_many([
+        *sends("tx-filled", amount=10 * LAMPORTS),                     # lands at 800 ms
+        *sends("tx-late", amount=10 * LAMPORTS, min_out=quoted_out),   # 900 ms
+        *sends("tx-pending")])                                         # 1200 ms
+    clock.advance(1000)
+    answers = chain.statuses([pending, signature_for("never-sent"), late, filled])
+    assert [a.state for a in answers] == [TxState.PENDING, TxState.UNKNOWN, TxState.FAILED, TxState.CONFIRMED]
+    assert [a.signature for a in answers] == [pending, signature_for("never-sent"), late, filled]
+    assert answers[2].error_code == "SLIPPAGE_EXCEEDED"
+    assert answers[3] == chain.status(filled)
+
+
+def test_lookups_answer_by_client_id_in_order(make_chain, clock):
+    chain = make_chain()
+    chain.send_many(sends("tx-1", "tx-2"))
+    clock.advance(1200)
+    answers = chain.lookups(["tx-2", "never-sent", "tx-1"])
+    assert [a.state for a in answers] == [TxState.CONFIRMED, TxState.UNKNOWN, TxState.CONFIRMED]
+    assert [a.signature for a in answers] == [signature_for("tx-2"), None, signature_for("tx-1")]
+
+
+def test_a_poll_that_finds_nothing_due_writes_nothing(make_chain, clock, statements):
+    chain = make_chain()
+    signatures = chain.send_many(sends("tx-1", "tx-2"))
+    clock.advance(500)
+    statements.clear()
+    assert {s.state for s in chain.statuses([*signatures, signature_for("never-sent")])} == {
+        TxState.PENDING, TxState.UNKNOWN}
+    chain.lookups(["tx-1", "tx-2"])
+    assert writes(statements) == []
+    assert len([s for s, _ in statements if s.startswith("SELECT")]) == 2  # one read per poll
+
+
+def test_due_transactions_of_several_pools_land_in_one_write_transaction(make_chain, clock, statements):
+    chain = make_chain()
+    chain.ensure_pool(OTHER_POOL, "cpmm", pool_state())
+    signatures = chain.send_many([*sends("tx-1", "tx-2"), *sends("tx-3", pool=OTHER_POOL)])
+    clock.advance(1200)
+    statements.clear()
+    assert {s.state for s in chain.statuses(signatures)} == {TxState.CONFIRMED}
+    assert [s.split()[0].upper() + " " + s.split()[1] for s in writes(statements)] == [
+        "BEGIN IMMEDIATE", "UPDATE sim_transactions", "UPDATE sim_pools", "UPDATE sim_pools"]
+    assert [many for s, many in statements if s.startswith("UPDATE sim_transactions")] == [True]
+    assert chain.pool_state(POOL)["reserve_a"] == 102 * LAMPORTS
+    assert chain.pool_state(OTHER_POOL)["reserve_a"] == 101 * LAMPORTS
+
+
+def test_maintain_lands_what_is_due_though_nobody_polls(make_chain, clock, chain_url):
+    sender = make_chain()
+    sender.send_many(sends("tx-1"))
+    clock.advance(1200)
+    make_chain().maintain()  # another process's background thread
+    with engine_for(chain_url).connect() as conn:
+        assert conn.execute(sa.select(sim_transactions.c.status)).scalar() == "confirmed"
+    assert make_chain().pool_state(POOL)["reserve_a"] == 101 * LAMPORTS
+
+
+def test_pool_states_are_read_again_once_older_than_the_limit(make_chain, clock):
+    holder = make_chain(state_max_age_ms=60_000)
+    fresh = make_chain(state_max_age_ms=0)
+    before = holder.pool_state(POOL)
+    fresh.send("tx-1", POOL, "cpmm", True, LAMPORTS, 0)
+    clock.advance(1200)
+    fresh.land_due()
+    assert holder.pool_state(POOL) == before  # held in memory: a quote on it may fail at landing
+    assert holder.pools(max_age_ms=0)[POOL].state["reserve_a"] == 101 * LAMPORTS
+
+
+def test_a_chain_without_its_tables_says_to_migrate(tmp_path):
+    with pytest.raises(ChainNotMigrated, match="orderengine migrate"):
+        SimChain(f"sqlite:///{tmp_path}/bare.db")
+
+
+def test_the_migrations_create_every_column_the_chain_reads(chain_url):
+    inspector = sa.inspect(engine_for(chain_url))
+    for table in chain_metadata.sorted_tables:
+        assert {c["name"] for c in inspector.get_columns(table.name)} == set(table.columns.keys()), table.name
+
+
+def test_chain_tables_the_chain_created_itself_get_the_market_lease(sqlite_url):
+    command.upgrade(alembic_config(sqlite_url), "0001")
+    with engine_for(sqlite_url).begin() as conn:  # as the chain used to create them at start-up
+        conn.exec_driver_sql("CREATE TABLE sim_market (id INTEGER PRIMARY KEY, tick BIGINT NOT NULL, "
+                             "anchors TEXT NOT NULL)")
+        conn.exec_driver_sql("INSERT INTO sim_market VALUES (1, 42, '{}')")
+    upgrade(sqlite_url)
+    with engine_for(sqlite_url).connect() as conn:
+        assert conn.execute(sa.select(sim_market)).one()._asdict() == {
+            "id": 1, "tick": 42, "anchors": "{}", "holder": None, "lease_until": None}

@@ -25,9 +25,8 @@ def clock() -> FakeClock:
 
 
 @pytest.fixture
-def env(tmp_path) -> VenueEnvironment:
-    return VenueEnvironment(chain_url=f"sqlite:///{tmp_path}/chain.db", quote_latency_ms=0,
-                            exec_latency_ms=1000)
+def env(chain_url) -> VenueEnvironment:
+    return VenueEnvironment(chain_url=chain_url, quote_latency_ms=0, exec_latency_ms=1000)
 
 
 @pytest.fixture
@@ -113,8 +112,8 @@ def test_more_than_the_bins_hold_is_insufficient_liquidity(make_venue):
         make_venue("meteora").quote(SOL, USDC, Decimal(1_000_000))
 
 
-def test_quote_waits_for_the_simulated_round_trip(tmp_path):
-    env = VenueEnvironment(chain_url=f"sqlite:///{tmp_path}/chain.db", quote_latency_ms=50)
+def test_quote_waits_for_the_simulated_round_trip(chain_url):
+    env = VenueEnvironment(chain_url=chain_url, quote_latency_ms=50)
     venue = raydium.create(env)
     started = time.monotonic()
     venue.quote(SOL, USDC, Decimal(1))
