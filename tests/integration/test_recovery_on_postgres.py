@@ -44,12 +44,12 @@ def chain_txs_of(engine, order_id: str) -> list:
 def record_sends(venue) -> list[str]:
     """The client tx ids the worker sends through `venue` from now on."""
     sent: list[str] = []
-    execute = venue.execute
+    execute_many = venue.execute_many
 
-    def recording(swap, client_tx_id):
-        sent.append(client_tx_id)
-        return execute(swap, client_tx_id)
-    venue.execute = recording
+    def recording(sends):
+        sent.extend(client_tx_id for _, client_tx_id in sends)
+        return execute_many(sends)
+    venue.execute_many = recording
     return sent
 
 
