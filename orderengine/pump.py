@@ -28,6 +28,7 @@ log = logging.getLogger(__name__)
 
 CLAIM_BATCH = 500     # orders taken from the database in one statement
 CLAIM_POLL_S = 0.5    # look in the database this often even without a queue message
+CLAIM_GAP_S = 0.01    # and no more often than this, however many messages come: bigger batches
 GRID_S = 0.02         # timer resolution: due times are rounded up to it
 DB_RETRY_S = 1.0      # after a failed claim or re-read
 
@@ -44,6 +45,7 @@ class Pump:
         self._cond = threading.Condition()
         self._claim_wanted = True
         self._next_claim = 0.0
+        self._last_claim = -CLAIM_GAP_S
         self._stopped = False
         self._thread = threading.Thread(target=self._run, name="pump", daemon=True)
 
@@ -95,8 +97,10 @@ class Pump:
                 if self._stopped:
                     return
                 due = self._pop_due()
-                claim = self._claim_wanted or self._clock() >= self._next_claim
-                self._claim_wanted = False
+                now = self._clock()
+                claim = now >= self._next_claim or (self._claim_wanted and now >= self._last_claim + CLAIM_GAP_S)
+                if claim:
+                    self._claim_wanted = False
             batch = self._reread([h for h in due if h.reload]) + [h for h in due if not h.reload]
             if claim:
                 self._expire()
@@ -106,10 +110,13 @@ class Pump:
 
     def _has_work(self) -> bool:
         now = self._clock()
-        return self._claim_wanted or now >= self._next_claim or bool(self._heap and self._heap[0][0] <= now)
+        claim_due = now >= self._next_claim or (self._claim_wanted and now >= self._last_claim + CLAIM_GAP_S)
+        return claim_due or bool(self._heap and self._heap[0][0] <= now)
 
     def _timeout(self) -> float:
         until = self._next_claim
+        if self._claim_wanted:
+            until = min(until, self._last_claim + CLAIM_GAP_S)
         if self._heap:
             until = min(until, self._heap[0][0])
         return max(0.0, until - self._clock())
@@ -122,7 +129,8 @@ class Pump:
         return due
 
     def _claim(self) -> list[Held]:
-        self._next_claim = self._clock() + CLAIM_POLL_S
+        self._last_claim = self._clock()
+        self._next_claim = self._last_claim + CLAIM_POLL_S
         try:
             rows = self.store.claim_due(self.worker_id, CLAIM_BATCH)
         except Exception as exc:  # the database is away: look again shortly
