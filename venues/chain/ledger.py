@@ -30,7 +30,7 @@ from venues.chain.addresses import signature_for
 from venues.chain.engines import engine_for, normalize_url, writing
 from venues.chain.market_clock import MarketClock
 from venues.chain.programs import Program, UnknownPool, is_known, program
-from venues.chain.tables import insert_ignoring_conflicts, require_tables, sim_pools, sim_transactions
+from venues.chain.tables import insert_ignoring_conflicts, insert_sent, require_tables, sim_pools, sim_transactions
 from venues.market import MarketParams
 
 Clock = Callable[[], datetime]
@@ -148,10 +148,7 @@ class SimChain:
                 answers.append(error)
         if rows:
             with writing(self._engine) as conn:
-                # with RETURNING, SQLAlchemy sends the rows as one multi-row INSERT whose
-                # compiled form it caches (without it: one execution per row)
-                conn.execute(insert_ignoring_conflicts(conn, sim_transactions)
-                             .returning(sim_transactions.c.signature), list(rows.values())).all()
+                insert_sent(conn, list(rows.values()))
         return answers
 
     def status(self, signature: str) -> TxStatus:

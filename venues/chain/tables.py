@@ -72,6 +72,31 @@ def require_tables(engine: Engine) -> None:
             "(or orderengine.migrate.upgrade(url) in a test).")
 
 
+#: sim_transactions columns a send writes, with their PostgreSQL array types
+_SENT_COLUMNS = {
+    "signature": "varchar", "client_tx_id": "varchar", "pool_id": "varchar", "direction": "varchar",
+    "amount_in": "varchar", "min_amount_out": "varchar", "decimals_in": "integer",
+    "decimals_out": "integer", "status": "varchar", "will_fail": "boolean",
+    "confirm_at": "timestamptz", "created_at": "timestamptz",
+}
+_PG_INSERT_SENT = sa.text(
+    f"INSERT INTO sim_transactions ({', '.join(_SENT_COLUMNS)}) SELECT * FROM unnest("
+    + ", ".join(f"CAST(:{c} AS {t}[])" for c, t in _SENT_COLUMNS.items())
+    + ") ON CONFLICT DO NOTHING")
+
+
+def insert_sent(conn: Connection, rows: list[dict[str, Any]]) -> None:
+    """Record sent transactions, skipping any whose client tx id is taken already (a
+    re-send): one statement. On PostgreSQL its text is the same for any number of rows
+    (one array per column), so it is parsed and planned once."""
+    if conn.dialect.name == "postgresql":
+        conn.execute(_PG_INSERT_SENT, {c: [row[c] for row in rows] for c in _SENT_COLUMNS})
+        return
+    # with RETURNING, SQLAlchemy sends the rows as one multi-row INSERT (without: one per row)
+    conn.execute(insert_ignoring_conflicts(conn, sim_transactions)
+                 .returning(sim_transactions.c.signature), rows).all()
+
+
 def insert_ignoring_conflicts(conn: Connection, table: sa.Table) -> Any:
     """INSERT ... ON CONFLICT DO NOTHING, in the connection's dialect: a row whose
     key is taken already is skipped (a re-send, another process's seed)."""
