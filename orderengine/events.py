@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import datetime as dt
+import functools
 import json
 from dataclasses import dataclass
 from typing import Any
@@ -28,6 +29,11 @@ class Event:
                 "at": iso(self.at), "attempt": self.attempt, "data": self.data}
 
     def to_json(self) -> str:
+        """The event as sent on sockets and the bus; encoded once, however many sockets send it."""
+        return self._json
+
+    @functools.cached_property
+    def _json(self) -> str:
         return json.dumps(self.to_dict(), separators=(",", ":"))
 
     @classmethod
