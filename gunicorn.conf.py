@@ -1,9 +1,12 @@
 """gunicorn settings for the production API + WebSocket server.
 
-gthread workers: a WebSocket holds one thread for its life (plus a light
-reader thread), so WEB_THREADS bounds the sockets one process serves; the
-README says how many one process held when measured. Settings come from the
-same place as the engine's (environment and .env).
+gevent workers: a WebSocket or a request is a greenlet, not a thread, so one
+process holds thousands of sockets and still answers HTTP at once, and a burst
+of events reaches 1,000 sockets in tens of milliseconds where 2,000 gthread
+threads took hundreds (bench/README.md). WEB_THREADS bounds the connections one
+process serves at once. psycopg 3 and redis-py cooperate with gevent's patched
+sockets by themselves. Settings come from the same place as the engine's
+(environment and .env).
 """
 from orderengine.config import load_settings
 
@@ -11,9 +14,8 @@ _settings = load_settings()
 
 bind = f"{_settings.host}:{_settings.port}"
 workers = _settings.web_concurrency
-worker_class = "gthread"
-threads = _settings.web_threads
-worker_connections = 4096
+worker_class = "gevent"
+worker_connections = _settings.web_threads
 timeout = 60
 graceful_timeout = 15
 keepalive = 5

@@ -117,6 +117,25 @@ class Worker(Base):
     last_seen: Mapped[dt.datetime] = mapped_column(UTCDateTime())
 
 
+class IdempotencyKey(Base):
+    """A client's Idempotency-Key: the request it was first sent with (a fingerprint) and
+    the answer it got, so a retry gets the same answer and creates nothing. Unique per
+    (caller, key): the constraint, not a read-then-write, decides between racing requests.
+    Written in the same transaction as the order it made, and removed with it."""
+    __tablename__ = "idempotency_keys"
+
+    caller: Mapped[str] = mapped_column(sa.String(64), primary_key=True)
+    key: Mapped[str] = mapped_column(sa.String(255), primary_key=True)
+    fingerprint: Mapped[str] = mapped_column(sa.String(64))
+    order_id: Mapped[str] = mapped_column(sa.String(36))
+    status_code: Mapped[int] = mapped_column(sa.Integer)
+    created_at: Mapped[dt.datetime] = mapped_column(UTCDateTime())
+    expires_at: Mapped[dt.datetime] = mapped_column(UTCDateTime())
+
+    __table_args__ = (sa.Index("ix_idempotency_keys_expires_at", "expires_at"),)
+
+
 orders = Order.__table__
+idempotency_keys = IdempotencyKey.__table__
 order_events = OrderEvent.__table__
 workers = Worker.__table__

@@ -17,6 +17,7 @@ from dataclasses import dataclass
 from typing import Any
 
 import sqlalchemy as sa
+from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.engine import Engine
 
 from orderengine.amounts import decimal_str
@@ -26,7 +27,7 @@ from orderengine.db import writing
 from orderengine.errors import NotCancellable, OrderNotFound, ServiceUnavailable
 from orderengine.events import Event
 from orderengine.lifecycle import ACTIVE, TERMINAL, Status, check_transition
-from orderengine.models import UTCDateTime, order_events, orders, workers
+from orderengine.models import UTCDateTime, idempotency_keys, order_events, orders, workers
 from orderengine.schemas import OrderRequest
 
 
@@ -135,6 +136,23 @@ def _apply_guarded(conn: Any, columns: tuple[str, ...], rows: list[dict[str, Any
     if "v_error" in arrays:
         arrays["v_error"] = [None if e is None else json.dumps(e) for e in arrays["v_error"]]
     return set(conn.execute(_pg_guarded_update(columns), arrays).scalars())
+
+
+def claim_idempotency_keys(conn: Any, rows: list[dict[str, Any]]) -> set[tuple[str, str]]:
+    """Insert these key records where (caller, key) is free (or held by an expired
+    record); the (caller, key) pairs this transaction now holds. A pair another
+    transaction holds is left alone: PostgreSQL waits for that transaction and then
+    skips the row (ON CONFLICT), so exactly one of any number of racing requests wins."""
+    if not rows:
+        return set()
+    dialect = postgresql if conn.dialect.name == "postgresql" else sqlite
+    stmt = dialect.insert(idempotency_keys)
+    stmt = stmt.on_conflict_do_update(
+        index_elements=["caller", "key"],
+        set_={c: stmt.excluded[c] for c in ("fingerprint", "order_id", "status_code", "created_at", "expires_at")},
+        where=idempotency_keys.c.expires_at <= stmt.excluded.created_at,
+    ).returning(idempotency_keys.c.caller, idempotency_keys.c.key)
+    return {(r.caller, r.key) for r in conn.execute(stmt, rows)}
 
 
 def _insert_events(conn: Any, events: list[Event]) -> None:
@@ -392,6 +410,27 @@ class OrderStore:
         query = query.order_by(orders.c.created_at.desc(), orders.c.id.desc()).limit(limit)
         with self.engine.connect() as conn:
             return conn.execute(query).all()
+
+    # --- idempotency keys --------------------------------------------------------
+
+    def idempotent_answer(self, caller: str, key: str) -> Any | None:
+        """The live (unexpired) record of `key` for `caller`, or None."""
+        with self.engine.connect() as conn:
+            return conn.execute(sa.select(idempotency_keys).where(
+                idempotency_keys.c.caller == caller, idempotency_keys.c.key == key,
+                idempotency_keys.c.expires_at > utcnow())).one_or_none()
+
+    def purge_idempotency_keys(self, limit: int = 1000) -> int:
+        """Forget keys past their IDEMPOTENCY_TTL_S; how many."""
+        expired = (sa.select(idempotency_keys.c.caller, idempotency_keys.c.key)
+                   .where(idempotency_keys.c.expires_at <= utcnow()).limit(limit))
+        with self.writer.begin() as conn:
+            rows = conn.execute(expired).all()
+            for row in rows:
+                conn.execute(sa.delete(idempotency_keys).where(
+                    idempotency_keys.c.caller == row.caller, idempotency_keys.c.key == row.key,
+                    idempotency_keys.c.expires_at <= utcnow()))
+        return len(rows)
 
     def overdue(self, accepted_before: dt.datetime, limit: int) -> list[Any]:
         """Snapshots of orders accepted before `accepted_before` that no venue has been

@@ -44,7 +44,7 @@ FAST = {
     "MOCK_FAIL_RATE": "0",
     "SWEEP_INTERVAL_MS": "500",
     "WORKER_DEAD_AFTER_MS": "3000",
-    "WEB_THREADS": "32",
+    "WEB_THREADS": "1000",
 }
 
 ORDER = {"type": "MARKET", "tokenIn": "SOL", "tokenOut": "USDC", "amountIn": "1", "slippageBps": 100}
