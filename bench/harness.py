@@ -43,7 +43,9 @@ PG_ADMIN = os.environ.get("BENCH_PG_ADMIN", "postgresql://postgres@127.0.0.1:543
 #: a Redis URL to use instead of a private redis-server (e.g. redis://127.0.0.1:6379/14)
 SHARED_REDIS = os.environ.get("BENCH_REDIS_URL", "")
 REDIS_SERVER = shutil.which("redis-server")
-QUEUE_KEY = "huey.redis.orderengine"   # RedisHuey("orderengine")'s list
+#: PriorityRedisHuey("orderengine")'s queue: a sorted set (ZADD to queue, BZPOPMIN to take;
+#: huey/storage.py RedisPriorityQueue). A plain RedisHuey would keep a list under the same key.
+QUEUE_KEY = "huey.redis.orderengine"
 
 START_TIMEOUT_S = 40
 STOP_TIMEOUT_S = 25
@@ -497,8 +499,12 @@ class Stack:
         return counts
 
     def queue_length(self) -> int | None:
+        """Steps waiting in the shared queue (a sorted set; a list if the queue is a plain one)."""
         try:
-            return int(self.redis.llen(QUEUE_KEY))
+            kind = self.redis.type(QUEUE_KEY)
+            if kind == b"list":
+                return int(self.redis.llen(QUEUE_KEY))
+            return int(self.redis.zcard(QUEUE_KEY))   # "none" (empty) counts 0
         except redis.RedisError:
             return None
 
