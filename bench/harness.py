@@ -400,16 +400,20 @@ class Stack:
         if code != 0:
             raise BenchError(f"{name} exited with {code}:\n{proc.tail()}")
 
-    def start_api(self, web_concurrency: int = 2, web_threads: int | None = None) -> str:
-        """gunicorn wsgi:app -c gunicorn.conf.py on a free port; returns its base URL once
-        GET /health answers 200 (and every gunicorn worker is up)."""
+    def start_api(self, web_concurrency: int = 2, web_threads: int | None = None,
+                  app: str = "wsgi:app") -> str:
+        """gunicorn <app> -c gunicorn.conf.py on a free port; returns its base URL once GET /health answers 200 (and every gunicorn
+        worker is up)."""
         if self.api is not None:
             raise BenchError("the API is already running")
         port = free_port()
         env = dict(self.env, PORT=str(port), WEB_CONCURRENCY=str(web_concurrency))
         if web_threads is not None:
             env["WEB_THREADS"] = str(web_threads)
-        proc = self.start("gunicorn", [GUNICORN, "wsgi:app", "-c", GUNICORN_CONF], env)
+        argv = [GUNICORN, app, "-c", GUNICORN_CONF]
+        if app != "wsgi:app":   # wsgi is installed with the engine; others import from the repository
+            argv += ["--pythonpath", str(REPO)]
+        proc = self.start("gunicorn", argv, env)
         url = f"http://127.0.0.1:{port}"
         session = requests.Session()
         session.trust_env = False
