@@ -28,6 +28,10 @@ from orderengine.models import order_events, orders, workers
 from orderengine.schemas import OrderRequest
 
 
+_INSERT_ORDERS = sa.insert(orders)
+_INSERT_EVENTS = sa.insert(order_events)
+
+
 class StaleWork(Exception):
     """This worker no longer holds the order (another took it over, or it ended)."""
 
@@ -113,6 +117,32 @@ class OrderStore:
                 data=event.data, at=now))
         self.bus.publish(event)
         return event
+
+    def create_many(self, new: list[tuple[str, OrderRequest, Work]]) -> list[Event]:
+        """Insert new orders (id, request, work) with their `pending` events in ONE
+        transaction: two multi-row INSERTs and one COMMIT, all or nothing. Publishes
+        nothing: the caller publishes the events of the orders it keeps (`bus.publish_many`)
+        once their work is queued."""
+        order_rows, event_rows, events = [], [], []
+        for order_id, request, work in new:
+            now = utcnow()
+            data = request.to_dict()
+            order_rows.append({
+                "id": order_id, "type": request.type, "token_in": request.token_in.symbol,
+                "token_out": request.token_out.symbol, "amount_in": request.amount_in,
+                "slippage_bps": request.slippage_bps, "client_order_id": request.client_order_id,
+                "status": Status.PENDING.value, "attempts": 0, "last_seq": 1, "created_at": now,
+                "updated_at": now, "work_token": work.token, "work_owner": work.owner,
+                "work_due_at": work.due_at})
+            event_rows.append({"order_id": order_id, "seq": 1, "status": Status.PENDING.value,
+                               "attempt": 0, "data": data, "at": now})
+            events.append(Event(order_id, 1, Status.PENDING, now, 0, data))
+        with self.writer.begin() as conn:
+            # a list of parameter sets: one statement per table (psycopg's executemany, or
+            # SQLAlchemy's insertmanyvalues), compiled once and then served from the cache
+            conn.execute(_INSERT_ORDERS, order_rows)
+            conn.execute(_INSERT_EVENTS, event_rows)
+        return events
 
     def withdraw(self, order_id: str) -> bool:
         """Remove an order whose scheduling failed, if no worker has touched it; False
