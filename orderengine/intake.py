@@ -4,9 +4,10 @@ A request thread validates its order, hands it to this process's `Intake` and
 waits. A writer thread takes whatever orders have arrived (more keep arriving
 while the previous group commits; it waits `window_s` for company at most),
 inserts them all in one transaction, queues their first steps with ONE
-`queue_new_orders` call, publishes their `pending` events in one round trip,
-and only then wakes each waiting request with its own answer. So the 201 still
-means "committed and queued", at a cost per order a fraction of a transaction.
+`queue_new_orders` call, and only then wakes each waiting request with its own
+answer; then it publishes their `pending` events in one round trip. So the 201
+still means "committed and queued", at a cost per order a fraction of a
+transaction.
 
 If the queue cannot be reached the group's orders are withdrawn and each of
 those clients gets a 503: nothing is stored that nobody will execute, and
@@ -176,12 +177,12 @@ class Intake:
         if not stored:
             return
         live = self._queue(stored)
-        self.store.bus.publish_many([t.event for t in live])  # best effort, after the queue took them
+        for t in live:  # answered first: publishing and logging need not delay the 201s
+            t.finish(t.event)
+        self.store.bus.publish_many([t.event for t in live])  # best effort, as `publish`
         if log.isEnabledFor(logging.INFO):
             for t in live:
                 log.info("order accepted", extra={"order_id": t.order_id, **t.event.data})
-        for t in live:
-            t.finish(t.event)
 
     def _store(self, group: list[_Ticket]) -> list[_Ticket]:
         """Insert the group in one transaction; the tickets stored (with their event), the
