@@ -196,15 +196,15 @@ class Intake:
             for t in group:
                 t.finish(error=ServiceUnavailable(_DB_UNAVAILABLE))
             return []
-        except SQLAlchemyError as exc:
-            if len(group) == 1:
-                log.error("order not stored", extra={"order_id": group[0].order_id, "error": str(exc)[:300]})
-                group[0].finish(error=ServiceUnavailable(_DB_UNAVAILABLE))
-                return []
-            # something in one order: find it by committing them one by one
-            log.warning("group insert failed; storing its orders one by one",
-                        extra={"orders": len(group), "error": str(exc)[:300]})
-            return [t for one in group for t in self._store([one])]
+        except Exception as exc:
+            if len(group) > 1:  # something in one order: find it by storing them one by one
+                log.warning("group insert failed; storing its orders one by one",
+                            extra={"orders": len(group), "error": str(exc)[:300]})
+                return [t for one in group for t in self._store([one])]
+            log.error("order not stored", extra={"order_id": group[0].order_id, "error": str(exc)[:300]})
+            group[0].finish(error=ServiceUnavailable(_DB_UNAVAILABLE)
+                            if isinstance(exc, SQLAlchemyError) else exc)
+            return []
 
     def _insert(self, group: list[_Ticket]) -> None:
         """One transaction for the group; a pooled connection that died with a database
