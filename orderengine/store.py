@@ -35,7 +35,8 @@ _INSERT_EVENTS = sa.insert(order_events)
 
 def _pipeline(conn: Any) -> Any:
     """psycopg 3's pipeline mode around statements that need no answer in between (one
-    Sync for all); nothing elsewhere."""
+    Sync for all); nothing elsewhere. Only for lists of rows: a single row is a plain
+    execute, whose RETURNING of the new key cannot be read inside a pipeline."""
     if conn.dialect.driver != "psycopg":
         return contextlib.nullcontext()
     return conn.connection.driver_connection.pipeline()
@@ -150,7 +151,7 @@ class OrderStore:
             # A list of parameter sets per statement: psycopg sends the rows pipelined, and in
             # one pipeline for both tables, so the group costs two round trips with the COMMIT
             # (SQLAlchemy compiles each statement once and then serves it from its cache).
-            with _pipeline(conn):
+            with _pipeline(conn) if len(order_rows) > 1 else contextlib.nullcontext():
                 conn.execute(_INSERT_ORDERS, order_rows)
                 conn.execute(_INSERT_EVENTS, event_rows)
         return events
