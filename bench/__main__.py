@@ -83,7 +83,8 @@ def add_sockets(p: argparse.ArgumentParser) -> None:
 
 def add_intake(p: argparse.ArgumentParser) -> None:
     p.add_argument("--duration", type=float, default=10.0, help="seconds of POSTs per app (default 10)")
-    p.add_argument("--warmup", type=float, default=2.0, help="seconds of POSTs before each measurement (default 2)")
+    p.add_argument("--warmup", type=float, default=2.0,
+                   help="seconds of POSTs before each measurement (default 2)")
     p.add_argument("--connections", type=int, default=32, help="keep-alive connections (default 32)")
     p.add_argument("--threads", type=int, default=2, help="wrk threads (default 2)")
     p.add_argument("--client", choices=("wrk", "python"), default=None,

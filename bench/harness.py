@@ -402,8 +402,8 @@ class Stack:
 
     def start_api(self, web_concurrency: int = 2, web_threads: int | None = None,
                   app: str = "wsgi:app") -> str:
-        """gunicorn <app> -c gunicorn.conf.py on a free port; returns its base URL once GET /health answers 200 (and every gunicorn
-        worker is up)."""
+        """gunicorn <app> -c gunicorn.conf.py on a free port; returns its base URL once
+        GET /health answers 200 (and every gunicorn worker is up)."""
         if self.api is not None:
             raise BenchError("the API is already running")
         port = free_port()

@@ -190,13 +190,15 @@ def run(args) -> Result:
 
 def report(r: Result, args, bare: Run, prod: Run) -> None:
     for run_ in (bare, prod):
-        l = run_.load
-        ok = l.requests - l.not_2xx
-        r.rows.append((run_.name, f"{ok / l.seconds:,.0f} POST/s 2xx ({l.requests} requests in {l.seconds:.1f} s"
-                       f"{f', {l.not_2xx} not 2xx' if l.not_2xx else ''}; socket errors {l.socket_errors}); "
-                       f"latency p50 {_ms(l.p50_ms)}, p99 {_ms(l.p99_ms)}  [load {run_.loads[0]} -> {run_.loads[1]}]"))
+        got = run_.load
+        ok = got.requests - got.not_2xx
+        not_2xx = f", {got.not_2xx} not 2xx" if got.not_2xx else ""
+        r.rows.append((run_.name, f"{ok / got.seconds:,.0f} POST/s 2xx ({got.requests} requests in "
+                       f"{got.seconds:.1f} s{not_2xx}; socket errors {got.socket_errors}); "
+                       f"latency p50 {_ms(got.p50_ms)}, p99 {_ms(got.p99_ms)}  "
+                       f"[load {run_.loads[0]} -> {run_.loads[1]}]"))
         per = ", ".join(f"{k} {1e3 * v[0] / max(ok, 1):.2f} ms ({v[1]:.0f}%)" for k, v in run_.cpu.items())
-        r.rows.append((f"  CPU per 2xx POST", per + "  [100% = one core; the machine has 2]"))
+        r.rows.append(("  CPU per 2xx POST", per + "  [100% = one core; the machine has 2]"))
     bare_rate = (bare.load.requests - bare.load.not_2xx) / bare.load.seconds
     prod_rate = (prod.load.requests - prod.load.not_2xx) / prod.load.seconds
     ratio = prod_rate / bare_rate if bare_rate else 0.0

@@ -9,7 +9,6 @@ crash after it leaves the event in the log, where sockets find it.
 """
 from __future__ import annotations
 
-import contextlib
 import datetime as dt
 import uuid
 from dataclasses import dataclass
@@ -31,15 +30,6 @@ from orderengine.schemas import OrderRequest
 
 _INSERT_ORDERS = sa.insert(orders)
 _INSERT_EVENTS = sa.insert(order_events)
-
-
-def _pipeline(conn: Any) -> Any:
-    """psycopg 3's pipeline mode around statements that need no answer in between (one
-    Sync for all); nothing elsewhere. Only for lists of rows: a single row is a plain
-    execute, whose RETURNING of the new key cannot be read inside a pipeline."""
-    if conn.dialect.driver != "psycopg":
-        return contextlib.nullcontext()
-    return conn.connection.driver_connection.pipeline()
 
 
 class StaleWork(Exception):
@@ -130,7 +120,7 @@ class OrderStore:
 
     def create_many(self, new: list[tuple[str, OrderRequest, Work]]) -> list[Event]:
         """Insert new orders (id, request, work) with their `pending` events in ONE
-        transaction: two multi-row INSERTs and one COMMIT, all or nothing. Publishes
+        transaction: one INSERT per table with the group's rows, one COMMIT, all or nothing. Publishes
         nothing: the caller publishes the events of the orders it keeps (`bus.publish_many`)
         once their work is queued."""
         order_rows, event_rows, events = [], [], []
@@ -148,12 +138,11 @@ class OrderStore:
                                "attempt": 0, "data": data, "at": now})
             events.append(Event(order_id, 1, Status.PENDING, now, 0, data))
         with self.writer.begin() as conn:
-            # A list of parameter sets per statement: psycopg sends the rows pipelined, and in
-            # one pipeline for both tables, so the group costs two round trips with the COMMIT
-            # (SQLAlchemy compiles each statement once and then serves it from its cache).
-            with _pipeline(conn) if len(order_rows) > 1 else contextlib.nullcontext():
-                conn.execute(_INSERT_ORDERS, order_rows)
-                conn.execute(_INSERT_EVENTS, event_rows)
+            # A list of rows per statement: an executemany, which psycopg 3 sends pipelined
+            # (one Sync per statement); SQLAlchemy compiles each statement once and then
+            # serves it from its cache.
+            conn.execute(_INSERT_ORDERS, order_rows)
+            conn.execute(_INSERT_EVENTS, event_rows)
         return events
 
     def withdraw(self, order_id: str) -> bool:
