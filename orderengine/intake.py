@@ -2,12 +2,12 @@
 
 A request thread validates its order, hands it to this process's `Intake` and
 waits. A writer thread takes whatever orders have arrived (more keep arriving
-while the previous group commits; it waits `window_s` for company at most),
-inserts them all in one transaction, queues their first steps with ONE
+while the previous group is stored; it waits `window_s` for company at most),
+inserts them all at once (one statement on PostgreSQL, one transaction on
+SQLite: `OrderStore.create_many`), queues their first steps with ONE
 `queue_new_orders` call, and only then wakes each waiting request with its own
 answer; then it publishes their `pending` events in one round trip. So the 201
-still means "committed and queued", at a cost per order a fraction of a
-transaction.
+still means "committed and queued", at a fraction of a transaction per order.
 
 If the queue cannot be reached the group's orders are withdrawn and each of
 those clients gets a 503: nothing is stored that nobody will execute, and
@@ -15,7 +15,7 @@ nothing executes that the client was told failed. An order a worker got after
 all (the queue took it and then the connection broke) is live: its answer is
 201. If the database fails, every order of the group gets a 503 and none is
 stored. An error that belongs to one order (a row the database refuses) is
-found by committing the group's orders one by one, and stays that order's.
+found by storing the group's orders one by one, and stays that order's.
 """
 from __future__ import annotations
 
@@ -40,11 +40,11 @@ log = logging.getLogger(__name__)
 #: How long a writer waits for more orders to join a group once it holds one. Under load
 #: groups fill while the previous one commits; alone, an order waits at most this long.
 GROUP_WINDOW_S = 0.002
-#: At most this many orders in one transaction.
+#: At most this many orders in one group.
 MAX_GROUP = 256
 #: Writer threads per process. One makes the biggest groups and the least CPU per order:
 #: under wrk -c32 on two processes, one writer made groups of ~10 at 0.66-0.72 ms of CPU per
-#: POST, two made groups of ~6 at 0.72-0.88 ms and fewer POSTs per second.
+#: POST, two made groups of ~6 at 0.72-0.88 ms and fewer POSTs per second (README, Intake).
 WRITERS = 1
 #: A writer with nothing to do for this long ends (a new order starts it again), so an
 #: app that stops taking orders, or a test's throwaway app, leaves no thread behind.
@@ -98,10 +98,11 @@ class Intake:
     def submit(self, request: OrderRequest) -> Event:
         """Store the order and queue its first step; returns its `pending` event once both
         are done. ServiceUnavailable when the database or the queue is away (nothing stored)."""
-        if self._closed:
-            raise ServiceUnavailable("The server is shutting down; the order was not accepted.")
         ticket = _Ticket(request)
-        self._inbox.put(ticket)
+        with self._lock:  # so every order handed in comes before the writers' stop marks
+            if self._closed:
+                raise ServiceUnavailable("The server is shutting down; the order was not accepted.")
+            self._inbox.put(ticket)
         self._ensure_writers()
         return ticket.wait()
 
@@ -188,8 +189,8 @@ class Intake:
                 log.info("order accepted", extra={"order_id": t.order_id, **t.event.data})
 
     def _store(self, group: list[_Ticket]) -> list[_Ticket]:
-        """Insert the group in one transaction; the tickets stored (with their event), the
-        others finished with their error."""
+        """Insert the group at once; the tickets stored (with their event), the others
+        finished with their error."""
         try:
             self._insert(group)
             return group
@@ -210,8 +211,8 @@ class Intake:
             return []
 
     def _insert(self, group: list[_Ticket]) -> None:
-        """One transaction for the group; a pooled connection that died with a database
-        restart is replaced and the insert tried once more, rather than answering 503."""
+        """The group in one go; a pooled connection that died with a database restart is
+        replaced and the insert tried once more, rather than answering 503."""
         new = [(t.order_id, t.request, t.work) for t in _named(group)]
         try:
             events = self.store.create_many(new)
