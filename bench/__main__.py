@@ -1,7 +1,7 @@
-"""`python -m bench [throughput|sockets|latency|all] [options]`: run the benchmarks, print figures.
+"""`python -m bench [intake|throughput|sockets|latency|all] [options]`: run the benchmarks, print figures.
 
-With no benchmark named, all run in turn: throughput at the default latencies,
-throughput at zero latency, sockets, latency. See bench/README.md.
+With no benchmark named, all run in turn: intake, throughput at the default
+latencies, throughput at zero latency, sockets, latency. See bench/README.md.
 """
 from __future__ import annotations
 
@@ -81,6 +81,19 @@ def add_sockets(p: argparse.ArgumentParser) -> None:
     add_common(p)
 
 
+def add_intake(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--duration", type=float, default=10.0, help="seconds of POSTs per app (default 10)")
+    p.add_argument("--warmup", type=float, default=2.0,
+                   help="seconds of POSTs before each measurement (default 2)")
+    p.add_argument("--connections", type=int, default=32, help="keep-alive connections (default 32)")
+    p.add_argument("--threads", type=int, default=2, help="wrk threads (default 2)")
+    p.add_argument("--client", choices=("wrk", "python"), default=None,
+                   help="load generator (default: wrk if on the PATH, else python, which is client-bound)")
+    p.add_argument("--web-concurrency", type=int, default=2, help="gunicorn processes (default 2)")
+    p.add_argument("--web-threads", type=int, default=None, help="WEB_THREADS (default: the engine's)")
+    add_common(p)
+
+
 def add_latency(p: argparse.ArgumentParser) -> None:
     p.add_argument("--repeat", type=int, default=20, help="orders, one after the other (default 20)")
     p.add_argument("--latency", type=_latency, default=(200, 2500), help="as for throughput")
@@ -91,6 +104,7 @@ def parse(argv: list[str]) -> argparse.Namespace:
     parser = argparse.ArgumentParser(prog="python -m bench", description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     sub = parser.add_subparsers(dest="bench")
+    add_intake(sub.add_parser("intake", help="POST rate of the API beside a bare Flask app"))
     add_throughput(sub.add_parser("throughput", help="N orders through one worker"))
     add_sockets(sub.add_parser("sockets", help="WebSockets one gunicorn process holds, and fan-out"))
     add_latency(sub.add_parser("latency", help="one order at a time: POST -> confirmed on a WebSocket"))
@@ -129,10 +143,12 @@ def main(argv: list[str] | None = None) -> int:
     fds = raise_nofile()
     print(f"orderengine benchmarks at {revision()}: {platform.python_implementation()} "
           f"{platform.python_version()}, {os.cpu_count()} CPUs, open files {fds}, load {load()}", flush=True)
-    from bench import latency, sockets, throughput   # after the fd limit is raised
+    from bench import intake, latency, sockets, throughput   # after the fd limit is raised
 
     plan = []
-    if args.bench == "throughput":
+    if args.bench == "intake":
+        plan = [("intake", args)]
+    elif args.bench == "throughput":
         plan = [("throughput", args)]
     elif args.bench == "sockets":
         plan = [("sockets", args)]
@@ -140,7 +156,8 @@ def main(argv: list[str] | None = None) -> int:
         plan = [("latency", args)]
     else:
         keep = dict(keep_logs=args.keep_logs, redis_url=args.redis_url, env=args.env)
-        plan = [("throughput", defaults(add_throughput, **keep)),
+        plan = [("intake", defaults(add_intake, **keep)),
+                ("throughput", defaults(add_throughput, **keep)),
                 ("throughput", defaults(add_throughput, latency=(0, 0), **keep)),
                 ("sockets", defaults(add_sockets, **keep)),
                 ("latency", defaults(add_latency, **keep))]
@@ -148,7 +165,9 @@ def main(argv: list[str] | None = None) -> int:
     started = time.monotonic()
     for name, ns in plan:
         try:
-            if name == "throughput":
+            if name == "intake":
+                intake.print_result(intake.run(ns))
+            elif name == "throughput":
                 throughput.print_result(throughput.run(ns), getattr(ns, "timeline", False))
             elif name == "sockets":
                 sockets.print_result(sockets.run(ns))

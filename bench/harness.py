@@ -43,7 +43,9 @@ PG_ADMIN = os.environ.get("BENCH_PG_ADMIN", "postgresql://postgres@127.0.0.1:543
 #: a Redis URL to use instead of a private redis-server (e.g. redis://127.0.0.1:6379/14)
 SHARED_REDIS = os.environ.get("BENCH_REDIS_URL", "")
 REDIS_SERVER = shutil.which("redis-server")
-QUEUE_KEY = "huey.redis.orderengine"   # RedisHuey("orderengine")'s list
+#: PriorityRedisHuey("orderengine")'s queue: a sorted set (ZADD to queue, BZPOPMIN to take;
+#: huey/storage.py RedisPriorityQueue). A plain RedisHuey would keep a list under the same key.
+QUEUE_KEY = "huey.redis.orderengine"
 
 START_TIMEOUT_S = 40
 STOP_TIMEOUT_S = 25
@@ -398,8 +400,9 @@ class Stack:
         if code != 0:
             raise BenchError(f"{name} exited with {code}:\n{proc.tail()}")
 
-    def start_api(self, web_concurrency: int = 2, web_threads: int | None = None) -> str:
-        """gunicorn wsgi:app -c gunicorn.conf.py on a free port; returns its base URL once
+    def start_api(self, web_concurrency: int = 2, web_threads: int | None = None,
+                  app: str = "wsgi:app") -> str:
+        """gunicorn <app> -c gunicorn.conf.py on a free port; returns its base URL once
         GET /health answers 200 (and every gunicorn worker is up)."""
         if self.api is not None:
             raise BenchError("the API is already running")
@@ -407,7 +410,10 @@ class Stack:
         env = dict(self.env, PORT=str(port), WEB_CONCURRENCY=str(web_concurrency))
         if web_threads is not None:
             env["WEB_THREADS"] = str(web_threads)
-        proc = self.start("gunicorn", [GUNICORN, "wsgi:app", "-c", GUNICORN_CONF], env)
+        argv = [GUNICORN, app, "-c", GUNICORN_CONF]
+        if app != "wsgi:app":   # wsgi is installed with the engine; others import from the repository
+            argv += ["--pythonpath", str(REPO)]
+        proc = self.start("gunicorn", argv, env)
         url = f"http://127.0.0.1:{port}"
         session = requests.Session()
         session.trust_env = False
@@ -497,8 +503,12 @@ class Stack:
         return counts
 
     def queue_length(self) -> int | None:
+        """Steps waiting in the shared queue (a sorted set; a list if the queue is a plain one)."""
         try:
-            return int(self.redis.llen(QUEUE_KEY))
+            kind = self.redis.type(QUEUE_KEY)
+            if kind == b"list":
+                return int(self.redis.llen(QUEUE_KEY))
+            return int(self.redis.zcard(QUEUE_KEY))   # "none" (empty) counts 0
         except redis.RedisError:
             return None
 

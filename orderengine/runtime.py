@@ -17,6 +17,7 @@ from orderengine.bus import create_bus
 from orderengine.config import Settings
 from orderengine.db import create_db_engine, ping
 from orderengine.execution import OrderExecutor, new_worker_id
+from orderengine.intake import Intake
 from orderengine.plugins import VenueRegistry, load_venues
 from orderengine.pump import Pump
 from orderengine.queue import PRIORITY_IN_FLIGHT, PRIORITY_NEW_ORDER, build_huey
@@ -40,6 +41,7 @@ class Runtime:
         self.redis = redis_client
         self.bus = create_bus(redis_client)
         self.store = OrderStore(self.engine, self.bus)
+        self.intake = Intake(self.store, self.queue_new_orders)  # new orders: group commit
         self.huey = build_huey(redis_client)
         self.registry = registry if registry is not None else load_venues(settings)
         self._wake = self.huey.task(name="wake", retries=0)(self._run_wake)
@@ -94,6 +96,7 @@ class Runtime:
 
     def close(self) -> None:
         """Stop the worker services (handing back held orders) and release connections."""
+        self.intake.close()
         with self._worker_lock:
             worker, self.worker = self.worker, None
         if worker is not None:

@@ -31,6 +31,32 @@ from orderengine.models import UTCDateTime, idempotency_keys, order_events, orde
 from orderengine.schemas import OrderRequest
 
 
+_INSERT_ORDERS = sa.insert(orders)
+_INSERT_EVENTS = sa.insert(order_events)
+#: PostgreSQL: a group of new orders and their `pending` events in ONE statement (one round
+#: trip, atomic by itself, so it runs in autocommit: no BEGIN and COMMIT round trips). The
+#: events' foreign key is checked at the end of the statement, after both inserts.
+_INSERT_NEW_ORDERS_PG = sa.text("""
+WITH new_orders AS (
+  INSERT INTO orders (id, type, token_in, token_out, amount_in, slippage_bps, client_order_id, status,
+                      attempts, last_seq, created_at, updated_at, work_token, work_owner, work_due_at)
+  SELECT o.id, o.type, o.token_in, o.token_out, o.amount_in, o.slippage_bps, o.client_order_id, 'pending',
+         0, 1, o.at, o.at, o.work_token, o.work_owner, o.work_due_at
+  FROM unnest(CAST(:id AS varchar[]), CAST(:type AS varchar[]), CAST(:token_in AS varchar[]),
+              CAST(:token_out AS varchar[]), CAST(:amount_in AS numeric[]), CAST(:slippage_bps AS integer[]),
+              CAST(:client_order_id AS varchar[]), CAST(:at AS timestamptz[]), CAST(:work_token AS varchar[]),
+              CAST(:work_owner AS varchar[]), CAST(:work_due_at AS timestamptz[]))
+       AS o(id, type, token_in, token_out, amount_in, slippage_bps, client_order_id, at, work_token,
+            work_owner, work_due_at)
+  RETURNING 1
+)
+INSERT INTO order_events (order_id, seq, status, attempt, data, at)
+SELECT e.order_id, 1, 'pending', 0, e.data, e.at
+FROM unnest(CAST(:id AS varchar[]), CAST(:data AS json[]), CAST(:at AS timestamptz[]))
+     AS e(order_id, data, at)
+""")
+
+
 class StaleWork(Exception):
     """This worker no longer holds the order (another took it over, or it ended)."""
 
@@ -224,6 +250,55 @@ class OrderStore:
                 data=event.data, at=now))
         self.bus.publish(event)
         return event
+
+    def create_many(self, new: list[tuple[str, OrderRequest, Work]]) -> list[Event]:
+        """Insert new orders (id, request, work) with their `pending` events, all or nothing:
+        on PostgreSQL one statement, elsewhere one transaction with one INSERT per table.
+        Publishes nothing: the caller publishes the events of the orders it keeps
+        (`bus.publish_many`) once their work is queued."""
+        events = []
+        for order_id, request, work in new:
+            events.append(Event(order_id, 1, Status.PENDING, utcnow(), 0, request.to_dict()))
+        if self.engine.dialect.name == "postgresql":
+            self._insert_new_pg(new, events)
+        else:
+            self._insert_new(new, events)
+        return events
+
+    def _insert_new_pg(self, new: list[tuple[str, OrderRequest, Work]], events: list[Event]) -> None:
+        """The group as arrays, one per column (see `_INSERT_NEW_ORDERS_PG`)."""
+        columns: dict[str, list[Any]] = {k: [] for k in (
+            "id", "type", "token_in", "token_out", "amount_in", "slippage_bps", "client_order_id", "at",
+            "work_token", "work_owner", "work_due_at", "data")}
+        for (order_id, request, work), event in zip(new, events):
+            for key, value in (("id", order_id), ("type", request.type),
+                               ("token_in", request.token_in.symbol),
+                               ("token_out", request.token_out.symbol), ("amount_in", request.amount_in),
+                               ("slippage_bps", request.slippage_bps),
+                               ("client_order_id", request.client_order_id), ("at", event.at),
+                               ("work_token", work.token), ("work_owner", work.owner),
+                               ("work_due_at", work.due_at), ("data", json.dumps(event.data))):
+                columns[key].append(value)
+        with self.engine.execution_options(isolation_level="AUTOCOMMIT").connect() as conn:
+            conn.execute(_INSERT_NEW_ORDERS_PG, columns)
+
+    def _insert_new(self, new: list[tuple[str, OrderRequest, Work]], events: list[Event]) -> None:
+        order_rows, event_rows = [], []
+        for (order_id, request, work), event in zip(new, events):
+            order_rows.append({
+                "id": order_id, "type": request.type, "token_in": request.token_in.symbol,
+                "token_out": request.token_out.symbol, "amount_in": request.amount_in,
+                "slippage_bps": request.slippage_bps, "client_order_id": request.client_order_id,
+                "status": Status.PENDING.value, "attempts": 0, "last_seq": 1, "created_at": event.at,
+                "updated_at": event.at, "work_token": work.token, "work_owner": work.owner,
+                "work_due_at": work.due_at})
+            event_rows.append({"order_id": order_id, "seq": 1, "status": Status.PENDING.value,
+                               "attempt": 0, "data": event.data, "at": event.at})
+        with self.writer.begin() as conn:
+            # a list of rows per statement (an executemany), each statement compiled once and
+            # then served from SQLAlchemy's cache
+            conn.execute(_INSERT_ORDERS, order_rows)
+            conn.execute(_INSERT_EVENTS, event_rows)
 
     def withdraw(self, order_id: str) -> bool:
         """Remove an order whose scheduling failed, if no worker has touched it; False
