@@ -37,9 +37,10 @@ from orderengine.store import OrderStore, Work
 
 log = logging.getLogger(__name__)
 
-#: How long a writer waits for more orders to join a group once it holds one. Under load
-#: groups fill while the previous one commits; alone, an order waits at most this long.
-GROUP_WINDOW_S = 0.002
+#: How long a writer waits for more orders to join a group once it holds one. None: under
+#: load groups fill while the previous one is stored, and an order alone is not kept
+#: waiting (bench intake on gevent workers: 2 ms 3,108 POST/s, 0.5 ms 3,526, 0 3,623).
+GROUP_WINDOW_S = 0.0
 #: At most this many orders in one group.
 MAX_GROUP = 256
 #: Writer threads per process. One makes the biggest groups and the least CPU per order:

@@ -202,6 +202,7 @@ class OrderStore:
     def __init__(self, engine: Engine, bus: EventBus) -> None:
         self.engine = engine
         self.writer = writing(engine)
+        self.autocommit = engine.execution_options(isolation_level="AUTOCOMMIT")  # one-statement writes
         self.bus = bus
 
     # --- reads ------------------------------------------------------------
@@ -279,7 +280,7 @@ class OrderStore:
                                ("work_token", work.token), ("work_owner", work.owner),
                                ("work_due_at", work.due_at), ("data", json.dumps(event.data))):
                 columns[key].append(value)
-        with self.engine.execution_options(isolation_level="AUTOCOMMIT").connect() as conn:
+        with self.autocommit.connect() as conn:
             conn.execute(_INSERT_NEW_ORDERS_PG, columns)
 
     def _insert_new(self, new: list[tuple[str, OrderRequest, Work]], events: list[Event]) -> None:
