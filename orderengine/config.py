@@ -38,6 +38,8 @@ class Settings:
     quote_timeout_ms: int = 2000
     #: a MARKET order not submitted this long after it was accepted fails EXPIRED, never sent
     order_ttl_ms: int = 30_000
+    #: how long an Idempotency-Key is remembered
+    idempotency_ttl_s: int = 86_400
     venues: tuple[str, ...] | None = None
     market_seed: int = 7
     log_level: str = "INFO"
@@ -124,6 +126,7 @@ VARIABLES: dict[str, tuple[str, Callable[[str], Any]]] = {
     "MAX_ORDERS_PER_MINUTE": ("max_orders_per_minute", _int(1)),
     "QUOTE_TIMEOUT_MS": ("quote_timeout_ms", _int(1, 600_000)),
     "ORDER_TTL_MS": ("order_ttl_ms", _int(1000, 86_400_000)),
+    "IDEMPOTENCY_TTL_S": ("idempotency_ttl_s", _int(1, 30 * 86_400)),
     "VENUES": ("venues", _names),
     "MARKET_SEED": ("market_seed", _int()),
     "LOG_LEVEL": ("log_level", _log_level),

@@ -65,6 +65,18 @@ class NotCancellable(EngineError):
     http_status = 409
 
 
+class IdempotencyKeyReused(EngineError):
+    """This Idempotency-Key was sent before with a different request."""
+    code = "IDEMPOTENCY_KEY_REUSED"
+    http_status = 422
+
+
+class IdempotencyKeyInUse(EngineError):
+    """A request with this Idempotency-Key is still in progress."""
+    code = "IDEMPOTENCY_KEY_IN_USE"
+    http_status = 409
+
+
 class UnsupportedMediaType(EngineError):
     """The request body must be JSON (Content-Type: application/json)."""
     code = "UNSUPPORTED_MEDIA_TYPE"

@@ -19,18 +19,21 @@ found by storing the group's orders one by one, and stays that order's.
 """
 from __future__ import annotations
 
+import hashlib
+import json
 import logging
 import os
 import queue
 import threading
 import time
 import uuid
+from dataclasses import dataclass
 from typing import Callable
 
 from sqlalchemy.exc import DBAPIError, InterfaceError, OperationalError, SQLAlchemyError
 
 from orderengine.clock import utcnow
-from orderengine.errors import ServiceUnavailable
+from orderengine.errors import EngineError, IdempotencyKeyInUse, IdempotencyKeyReused, ServiceUnavailable
 from orderengine.events import Event
 from orderengine.schemas import OrderRequest
 from orderengine.store import OrderStore, Work
@@ -51,19 +54,24 @@ WRITERS = 1
 #: app that stops taking orders, or a test's throwaway app, leaves no thread behind.
 IDLE_EXIT_S = 30.0
 
+#: the caller while AUTH is off: every client is one
+ANYONE = ""
+
 _DB_UNAVAILABLE = "The database is not available; the order was not accepted."
 _QUEUE_UNAVAILABLE = "The order queue is not available; the order was not accepted."
 
 
 class _Ticket:
     """One order waiting for its group's commit: the request thread holds `_done`."""
-    __slots__ = ("order_id", "request", "work", "event", "error", "finished", "_done")
+    __slots__ = ("order_id", "request", "work", "key", "event", "replayed", "error", "finished", "_done")
 
-    def __init__(self, request: OrderRequest) -> None:
+    def __init__(self, request: OrderRequest, key: "IdempotencyKey | None" = None) -> None:
         self.order_id = ""  # the writer names the group's orders at once (see `_named`)
         self.request = request
         self.work: Work | None = None
+        self.key = key
         self.event: Event | None = None
+        self.replayed = False
         self.error: BaseException | None = None
         self.finished = False
         self._done = threading.Lock()
@@ -73,12 +81,37 @@ class _Ticket:
         self.event, self.error, self.finished = event, error, True
         self._done.release()
 
-    def wait(self) -> Event:
+    def replay(self, order_id: str) -> None:
+        """Answered with the order its key made before: nothing new is created."""
+        self.order_id, self.replayed = order_id, True
+        self.finish()
+
+    def wait(self) -> "Accepted":
         self._done.acquire()
         if self.error is not None:
             raise self.error
-        assert self.event is not None
-        return self.event
+        return Accepted(self.order_id, self.replayed, self.event)
+
+
+@dataclass(frozen=True)
+class IdempotencyKey:
+    """A client's Idempotency-Key, scoped to its caller, with the request's fingerprint."""
+    caller: str
+    key: str
+    fingerprint: str
+
+    @classmethod
+    def of(cls, caller: str, key: str, request: OrderRequest) -> "IdempotencyKey":
+        body = json.dumps(request.to_dict(), sort_keys=True, separators=(",", ":"))
+        return cls(caller, key, hashlib.sha256(body.encode()).hexdigest())
+
+
+@dataclass(frozen=True)
+class Accepted:
+    """The answer to a submit: the order, and whether it is the earlier answer to the same key."""
+    order_id: str
+    replayed: bool = False
+    event: Event | None = None  # the new order's `pending` event (None for a replay)
 
 
 class Intake:
@@ -86,9 +119,11 @@ class Intake:
 
     def __init__(self, store: OrderStore, queue_new_orders: Callable[[list[tuple[str, str]]], None],
                  window_s: float = GROUP_WINDOW_S, max_group: int = MAX_GROUP,
-                 writers: int = WRITERS, idle_exit_s: float = IDLE_EXIT_S) -> None:
+                 writers: int = WRITERS, idle_exit_s: float = IDLE_EXIT_S,
+                 key_ttl_s: int = 86_400) -> None:
         self.store = store
         self.queue_new_orders = queue_new_orders
+        self.key_ttl_s = key_ttl_s
         self.window_s, self.max_group, self.writers = window_s, max_group, writers
         self.idle_exit_s = idle_exit_s
         self._inbox: queue.SimpleQueue[_Ticket | None] = queue.SimpleQueue()
@@ -96,16 +131,31 @@ class Intake:
         self._running = 0
         self._closed = False
 
-    def submit(self, request: OrderRequest) -> Event:
+    def submit(self, request: OrderRequest, key: IdempotencyKey | None = None) -> Accepted:
         """Store the order and queue its first step; returns its `pending` event once both
         are done. ServiceUnavailable when the database or the queue is away (nothing stored)."""
-        ticket = _Ticket(request)
+        if key is not None:
+            known = self._replay(key)
+            if known is not None:
+                return known
+        ticket = _Ticket(request, key)
         with self._lock:  # so every order handed in comes before the writers' stop marks
             if self._closed:
                 raise ServiceUnavailable("The server is shutting down; the order was not accepted.")
             self._inbox.put(ticket)
         self._ensure_writers()
         return ticket.wait()
+
+    def _replay(self, key: IdempotencyKey) -> Accepted | None:
+        """The earlier answer to this key, or None when the key is new. A key sent before
+        with another request is refused (422): it would be ambiguous which one to place."""
+        record = self.store.idempotent_answer(key.caller, key.key)
+        if record is None:
+            return None
+        if record.fingerprint != key.fingerprint:
+            raise IdempotencyKeyReused("This Idempotency-Key was sent before with a different order; "
+                                       "use a new key for a new order.")
+        return Accepted(record.order_id, replayed=True)
 
     def close(self) -> None:
         """Stop the writers once the orders already handed in are done."""
@@ -178,7 +228,7 @@ class Intake:
     def _commit(self, group: list[_Ticket]) -> None:
         if not group:
             return
-        stored = self._store(group)
+        stored = self._settle_keys(self._store(group))
         if not stored:
             return
         live = self._queue(stored)
@@ -215,14 +265,38 @@ class Intake:
         """The group in one go; a pooled connection that died with a database restart is
         replaced and the insert tried once more, rather than answering 503."""
         new = [(t.order_id, t.request, t.work) for t in _named(group)]
+        keys = [t.key for t in group]
         try:
-            events = self.store.create_many(new)
+            events = self.store.create_many(new, keys, self.key_ttl_s)
         except DBAPIError as exc:
             if not exc.connection_invalidated:
                 raise
-            events = self.store.create_many(new)
+            events = self.store.create_many(new, keys, self.key_ttl_s)
         for t, event in zip(group, events):
             t.event = event
+
+    def _settle_keys(self, stored: list[_Ticket]) -> list[_Ticket]:
+        """Tickets whose key another request holds were not stored: answer them with
+        that request's answer (or 422 for another body). The others go on."""
+        made = []
+        for t in stored:
+            if t.event is not None:
+                made.append(t)
+                continue
+            try:
+                known = self._replay(t.key)
+            except EngineError as exc:
+                t.finish(error=exc)
+                continue
+            except SQLAlchemyError:
+                t.finish(error=ServiceUnavailable(_DB_UNAVAILABLE))
+                continue
+            if known is None:  # its holder was withdrawn in the meantime
+                t.finish(error=IdempotencyKeyInUse("A request with this Idempotency-Key is in "
+                                                   "progress; try again shortly."))
+            else:
+                t.replay(known.order_id)
+        return made
 
     def _queue(self, stored: list[_Ticket]) -> list[_Ticket]:
         """Queue the group's first steps in one call; on failure withdraw them. Returns the
@@ -261,6 +335,9 @@ def _named(group: list[_Ticket]) -> list[_Ticket]:
     return group
 
 
-def submit_order(runtime, request: OrderRequest) -> Event:
-    """Accept one order through the runtime's intake (see `Intake.submit`)."""
-    return runtime.intake.submit(request)
+def submit_order(runtime, request: OrderRequest, idempotency_key: str | None = None,
+                 caller: str = ANYONE) -> Accepted:
+    """Accept one order through the runtime's intake (see `Intake.submit`); with a key, a
+    retry gets the first answer again and creates nothing."""
+    key = IdempotencyKey.of(caller, idempotency_key, request) if idempotency_key is not None else None
+    return runtime.intake.submit(request, key)

@@ -132,7 +132,8 @@ class IdempotencyKey(Base):
     created_at: Mapped[dt.datetime] = mapped_column(UTCDateTime())
     expires_at: Mapped[dt.datetime] = mapped_column(UTCDateTime())
 
-    __table_args__ = (sa.Index("ix_idempotency_keys_expires_at", "expires_at"),)
+    __table_args__ = (sa.Index("ix_idempotency_keys_expires_at", "expires_at"),
+                      sa.Index("ix_idempotency_keys_order_id", "order_id"))
 
 
 orders = Order.__table__

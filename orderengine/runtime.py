@@ -41,7 +41,7 @@ class Runtime:
         self.redis = redis_client
         self.bus = create_bus(redis_client)
         self.store = OrderStore(self.engine, self.bus)
-        self.intake = Intake(self.store, self.queue_new_orders)  # new orders: group commit
+        self.intake = Intake(self.store, self.queue_new_orders, key_ttl_s=settings.idempotency_ttl_s)  # new orders: group commit
         self.huey = build_huey(redis_client)
         self.registry = registry if registry is not None else load_venues(settings)
         self._wake = self.huey.task(name="wake", retries=0)(self._run_wake)

@@ -287,3 +287,16 @@ def decode_cursor(text: str) -> tuple[dt.datetime, str] | None:
     if moment.tzinfo is None or not isinstance(order_id, str) or not _UUID.fullmatch(order_id):
         return None
     return moment, order_id
+
+
+IDEMPOTENCY_KEY_MAX = 255
+
+
+def parse_idempotency_key(value: str | None, field: str = "Idempotency-Key") -> str | None:
+    """An Idempotency-Key: 1 to 255 printable ASCII characters, or absent."""
+    if value is None:
+        return None
+    if not (1 <= len(value) <= IDEMPOTENCY_KEY_MAX and value.isascii() and value.isprintable()):
+        raise ValidationError("The idempotency key is not valid.", fields={
+            field: [f"Must be 1 to {IDEMPOTENCY_KEY_MAX} printable ASCII characters."]})
+    return value

@@ -252,21 +252,55 @@ class OrderStore:
         self.bus.publish(event)
         return event
 
-    def create_many(self, new: list[tuple[str, OrderRequest, Work]]) -> list[Event]:
+    def create_many(self, new: list[tuple[str, OrderRequest, Work]], keys: list[Any] | None = None,
+                    key_ttl_s: int = 86_400) -> list[Event | None]:
         """Insert new orders (id, request, work) with their `pending` events, all or nothing:
         on PostgreSQL one statement, elsewhere one transaction with one INSERT per table.
-        Publishes nothing: the caller publishes the events of the orders it keeps
-        (`bus.publish_many`) once their work is queued."""
+        `keys` (one per order, or None) are Idempotency-Keys: then the keys are claimed
+        first, in the same transaction, and an order whose key another request holds is
+        not stored (None in its place). Publishes nothing: the caller publishes the events
+        of the orders it keeps (`bus.publish_many`) once their work is queued."""
         events = []
         for order_id, request, work in new:
             events.append(Event(order_id, 1, Status.PENDING, utcnow(), 0, request.to_dict()))
-        if self.engine.dialect.name == "postgresql":
-            self._insert_new_pg(new, events)
-        else:
-            self._insert_new(new, events)
-        return events
+        if not keys or all(k is None for k in keys):
+            if self.engine.dialect.name == "postgresql":
+                with self.autocommit.connect() as conn:  # one statement: atomic by itself
+                    self._insert_new_pg(conn, new, events)
+            else:
+                with self.writer.begin() as conn:
+                    self._insert_new(conn, new, events)
+            return events
+        with self.writer.begin() as conn:
+            keep = self._claim_keys(conn, new, keys, key_ttl_s)
+            kept_new = [new[i] for i in keep]
+            kept_events = [events[i] for i in keep]
+            if kept_new:
+                insert = self._insert_new_pg if conn.dialect.name == "postgresql" else self._insert_new
+                insert(conn, kept_new, kept_events)
+        return [event if i in keep else None for i, event in enumerate(events)]
 
-    def _insert_new_pg(self, new: list[tuple[str, OrderRequest, Work]], events: list[Event]) -> None:
+    @staticmethod
+    def _claim_keys(conn: Any, new: list[tuple[str, OrderRequest, Work]], keys: list[Any],
+                    key_ttl_s: int) -> set[int]:
+        """The indexes of the orders to store: those without a key, and the first order
+        of each key this transaction now holds."""
+        now = utcnow()
+        first: dict[tuple[str, str], int] = {}
+        rows = []
+        for i, key in enumerate(keys):
+            if key is None or (key.caller, key.key) in first:
+                continue
+            first[(key.caller, key.key)] = i
+            rows.append({"caller": key.caller, "key": key.key, "fingerprint": key.fingerprint,
+                         "order_id": new[i][0], "status_code": 201, "created_at": now,
+                         "expires_at": now + dt.timedelta(seconds=key_ttl_s)})
+        won = claim_idempotency_keys(conn, rows)
+        return {i for i, key in enumerate(keys)
+                if key is None or ((key.caller, key.key) in won and first[(key.caller, key.key)] == i)}
+
+    @staticmethod
+    def _insert_new_pg(conn: Any, new: list[tuple[str, OrderRequest, Work]], events: list[Event]) -> None:
         """The group as arrays, one per column (see `_INSERT_NEW_ORDERS_PG`)."""
         columns: dict[str, list[Any]] = {k: [] for k in (
             "id", "type", "token_in", "token_out", "amount_in", "slippage_bps", "client_order_id", "at",
@@ -280,10 +314,10 @@ class OrderStore:
                                ("work_token", work.token), ("work_owner", work.owner),
                                ("work_due_at", work.due_at), ("data", json.dumps(event.data))):
                 columns[key].append(value)
-        with self.autocommit.connect() as conn:
-            conn.execute(_INSERT_NEW_ORDERS_PG, columns)
+        conn.execute(_INSERT_NEW_ORDERS_PG, columns)
 
-    def _insert_new(self, new: list[tuple[str, OrderRequest, Work]], events: list[Event]) -> None:
+    @staticmethod
+    def _insert_new(conn: Any, new: list[tuple[str, OrderRequest, Work]], events: list[Event]) -> None:
         order_rows, event_rows = [], []
         for (order_id, request, work), event in zip(new, events):
             order_rows.append({
@@ -295,11 +329,10 @@ class OrderStore:
                 "work_due_at": work.due_at})
             event_rows.append({"order_id": order_id, "seq": 1, "status": Status.PENDING.value,
                                "attempt": 0, "data": event.data, "at": event.at})
-        with self.writer.begin() as conn:
-            # a list of rows per statement (an executemany), each statement compiled once and
-            # then served from SQLAlchemy's cache
-            conn.execute(_INSERT_ORDERS, order_rows)
-            conn.execute(_INSERT_EVENTS, event_rows)
+        # a list of rows per statement (an executemany), each statement compiled once and
+        # then served from SQLAlchemy's cache
+        conn.execute(_INSERT_ORDERS, order_rows)
+        conn.execute(_INSERT_EVENTS, event_rows)
 
     def withdraw(self, order_id: str) -> bool:
         """Remove an order whose scheduling failed, if no worker has touched it; False
@@ -313,6 +346,7 @@ class OrderStore:
             if conn.execute(untouched).first() is None:
                 return False
             conn.execute(sa.delete(order_events).where(order_events.c.order_id == order_id))
+            conn.execute(sa.delete(idempotency_keys).where(idempotency_keys.c.order_id == order_id))
             conn.execute(sa.delete(orders).where(orders.c.id == order_id))
         return True
 
@@ -496,17 +530,11 @@ class OrderStore:
                 idempotency_keys.c.caller == caller, idempotency_keys.c.key == key,
                 idempotency_keys.c.expires_at > utcnow())).one_or_none()
 
-    def purge_idempotency_keys(self, limit: int = 1000) -> int:
+    def purge_idempotency_keys(self) -> int:
         """Forget keys past their IDEMPOTENCY_TTL_S; how many."""
-        expired = (sa.select(idempotency_keys.c.caller, idempotency_keys.c.key)
-                   .where(idempotency_keys.c.expires_at <= utcnow()).limit(limit))
         with self.writer.begin() as conn:
-            rows = conn.execute(expired).all()
-            for row in rows:
-                conn.execute(sa.delete(idempotency_keys).where(
-                    idempotency_keys.c.caller == row.caller, idempotency_keys.c.key == row.key,
-                    idempotency_keys.c.expires_at <= utcnow()))
-        return len(rows)
+            return conn.execute(sa.delete(idempotency_keys)
+                                .where(idempotency_keys.c.expires_at <= utcnow())).rowcount
 
     def overdue(self, accepted_before: dt.datetime, limit: int) -> list[Any]:
         """Snapshots of orders accepted before `accepted_before` that no venue has been

@@ -18,7 +18,7 @@ from typing import Any, Callable
 from orderengine.bus import RESYNC, Subscription
 from orderengine.errors import EngineError, ValidationError
 from orderengine.events import Event
-from orderengine.schemas import parse_events_since, parse_order_id, parse_order_request
+from orderengine.schemas import parse_events_since, parse_idempotency_key, parse_order_id, parse_order_request
 from orderengine.streaming import EventRelay
 
 log = logging.getLogger(__name__)
@@ -27,7 +27,7 @@ MAX_FOLLOWED = 10_000      # orders one socket may follow at once
 BACKSTOP_S = 10.0          # a followed order silent this long is checked against the log
 MAX_REQUEST_ID = 128
 
-Submit = Callable[[Any, "str | None"], str]   # (order request, idempotency key) -> order id
+Submit = Callable[[Any, "str | None"], Any]   # (order request, idempotency key) -> Accepted
 
 
 class StreamSession:
@@ -58,13 +58,15 @@ class StreamSession:
     def _submit(self, message: dict[str, Any], request_id: Any) -> None:
         _only(message, {"action", "order", "idempotencyKey", "requestId"})
         key = message.get("idempotencyKey")
-        if key is not None and not (isinstance(key, str) and 1 <= len(key) <= 255 and key.isascii()
-                                    and key.isprintable()):
-            raise ValidationError("The idempotency key is not valid.", fields={
-                "idempotencyKey": ["Must be 1 to 255 printable ASCII characters."]})
-        order_id = self.submit(parse_order_request(message.get("order")), key)
-        self._reply({"type": "accepted", "orderId": order_id, "status": "pending"}, request_id)
-        self._follow(order_id, 0)
+        if key is not None and not isinstance(key, str):
+            key = ""  # refused below, like any other malformed key
+        order = parse_order_request(message.get("order"))
+        accepted = self.submit(order, parse_idempotency_key(key, field="idempotencyKey"))
+        reply = {"type": "accepted", "orderId": accepted.order_id, "status": "pending"}
+        if accepted.replayed:
+            reply["replayed"] = True
+        self._reply(reply, request_id)
+        self._follow(accepted.order_id, 0)
 
     def _subscribe(self, message: dict[str, Any], request_id: Any) -> None:
         _only(message, {"action", "orderId", "since", "all", "requestId"})

@@ -68,6 +68,7 @@ class Sweeper:
                 if self.alive():  # a worker whose pump died must look dead to the others
                     self.beat()
                 self.sweep()
+                self.store.purge_idempotency_keys()
             except Exception as exc:  # the database may be away; try again next round
                 log.warning("sweep failed", extra={"error": str(exc)})
 

@@ -27,8 +27,10 @@ def upgrade() -> None:
         sa.Column("expires_at", UTCDateTime(), nullable=False),
     )
     op.create_index("ix_idempotency_keys_expires_at", "idempotency_keys", ["expires_at"])
+    op.create_index("ix_idempotency_keys_order_id", "idempotency_keys", ["order_id"])
 
 
 def downgrade() -> None:
+    op.drop_index("ix_idempotency_keys_order_id", "idempotency_keys")
     op.drop_index("ix_idempotency_keys_expires_at", "idempotency_keys")
     op.drop_table("idempotency_keys")

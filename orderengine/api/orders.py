@@ -10,7 +10,8 @@ from flask import Blueprint, current_app, jsonify, request
 from orderengine.errors import UnsupportedMediaType, UpgradeRequired, ValidationError
 from orderengine.intake import submit_order
 from orderengine.schemas import (
-    encode_cursor, parse_events_since, parse_list_query, parse_order_id, parse_order_request,
+    encode_cursor, parse_events_since, parse_idempotency_key, parse_list_query, parse_order_id,
+    parse_order_request,
 )
 from orderengine.store import snapshot
 
@@ -27,10 +28,13 @@ def runtime():
 @bp.post("/execute")
 def execute():
     order = parse_order_request(_json_body())
-    event = submit_order(runtime(), order)
-    response = jsonify({"orderId": event.order_id, "status": event.status.value})
+    key = parse_idempotency_key(request.headers.get("Idempotency-Key"))
+    accepted = submit_order(runtime(), order, key)
+    response = jsonify({"orderId": accepted.order_id, "status": "pending"})
     response.status_code = 201
-    response.headers["Location"] = f"/api/orders/{event.order_id}"
+    response.headers["Location"] = f"/api/orders/{accepted.order_id}"
+    if accepted.replayed:
+        response.headers["Idempotent-Replayed"] = "true"
     return response
 
 

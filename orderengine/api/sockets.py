@@ -65,7 +65,7 @@ def stream_socket(ws) -> None:
     runtime = current_app.extensions["orderengine"]
 
     def submit(order, idempotency_key):
-        return submit_order(runtime, order).order_id
+        return submit_order(runtime, order, idempotency_key)
 
     try:
         with runtime.bus.open() as sub:

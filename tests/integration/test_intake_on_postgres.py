@@ -22,7 +22,7 @@ def count(engine, table) -> int:
 
 def test_an_order_alone_is_stored_and_queued(runtime):
     request = order_request(amountIn="0.123456789", clientOrderId="bot-7")
-    event = runtime.intake.submit(request)
+    event = runtime.intake.submit(request).event
     stored = runtime.store.events(event.order_id)
     assert [(e.seq, e.status.value, e.attempt) for e in stored] == [(1, "pending", 0)]
     assert stored[0].data == request.to_dict() == event.data

@@ -22,7 +22,7 @@ class Client:
                                      lambda text: self.sent.append(json.loads(text)))
 
     def _submit(self, order, key):
-        return submit_order(self.runtime, order).order_id
+        return submit_order(self.runtime, order, key)
 
     def say(self, message) -> None:
         self.session.on_message(message if isinstance(message, str) else json.dumps(message))
@@ -143,3 +143,12 @@ def test_one_socket_follows_a_thousand_orders_each_event_once_in_order(runtime, 
         seqs = [e["seq"] for e in stream.events(order_id)]
         assert seqs == list(range(1, len(seqs) + 1)), order_id
     assert not stream.sub.order_ids
+
+
+def test_a_submit_with_a_key_seen_before_is_answered_with_the_first_order(runtime, stream):
+    stream.say({"action": "submit", "order": SOL_USDC, "idempotencyKey": "s-1"})
+    stream.say({"action": "submit", "order": SOL_USDC, "idempotencyKey": "s-1"})
+    stream.say({"action": "submit", "order": {**SOL_USDC, "amountIn": "3"}, "idempotencyKey": "s-1"})
+    first, again = stream.replies("accepted")
+    assert again["orderId"] == first["orderId"] and again["replayed"] is True and "replayed" not in first
+    assert stream.replies("error")[-1]["error"]["code"] == "IDEMPOTENCY_KEY_REUSED"
