@@ -264,7 +264,7 @@ class Intake:
     def _insert(self, group: list[_Ticket]) -> None:
         """The group in one go; a pooled connection that died with a database restart is
         replaced and the insert tried once more, rather than answering 503."""
-        new = [(t.order_id, t.request, t.work) for t in _named(group)]
+        new = [(t.order_id, t.request, t.work.token) for t in _named(group)]
         keys = [t.key for t in group]
         try:
             events = self.store.create_many(new, keys, self.key_ttl_s)

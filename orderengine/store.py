@@ -35,25 +35,31 @@ _INSERT_ORDERS = sa.insert(orders)
 _INSERT_EVENTS = sa.insert(order_events)
 #: PostgreSQL: a group of new orders and their `pending` events in ONE statement (one round
 #: trip, atomic by itself, so it runs in autocommit: no BEGIN and COMMIT round trips). The
-#: events' foreign key is checked at the end of the statement, after both inserts.
+#: events' foreign key is checked at the end of the statement, after both inserts. A group is
+#: accepted, and due, at one moment (:at), held by nobody; each event's data is the order as
+#: `OrderRequest.to_dict` has it, built here from the same arrays (no JSON text to send).
 _INSERT_NEW_ORDERS_PG = sa.text("""
 WITH new_orders AS (
   INSERT INTO orders (id, type, token_in, token_out, amount_in, slippage_bps, client_order_id, status,
                       attempts, last_seq, created_at, updated_at, work_token, work_owner, work_due_at)
   SELECT o.id, o.type, o.token_in, o.token_out, o.amount_in, o.slippage_bps, o.client_order_id, 'pending',
-         0, 1, o.at, o.at, o.work_token, o.work_owner, o.work_due_at
+         0, 1, CAST(:at AS timestamptz), CAST(:at AS timestamptz), o.work_token, NULL, CAST(:at AS timestamptz)
   FROM unnest(CAST(:id AS varchar[]), CAST(:type AS varchar[]), CAST(:token_in AS varchar[]),
               CAST(:token_out AS varchar[]), CAST(:amount_in AS numeric[]), CAST(:slippage_bps AS integer[]),
-              CAST(:client_order_id AS varchar[]), CAST(:at AS timestamptz[]), CAST(:work_token AS varchar[]),
-              CAST(:work_owner AS varchar[]), CAST(:work_due_at AS timestamptz[]))
-       AS o(id, type, token_in, token_out, amount_in, slippage_bps, client_order_id, at, work_token,
-            work_owner, work_due_at)
+              CAST(:client_order_id AS varchar[]), CAST(:work_token AS varchar[]))
+       AS o(id, type, token_in, token_out, amount_in, slippage_bps, client_order_id, work_token)
   RETURNING 1
 )
 INSERT INTO order_events (order_id, seq, status, attempt, data, at)
-SELECT e.order_id, 1, 'pending', 0, e.data, e.at
-FROM unnest(CAST(:id AS varchar[]), CAST(:data AS json[]), CAST(:at AS timestamptz[]))
-     AS e(order_id, data, at)
+SELECT e.id, 1, 'pending', 0,
+       json_build_object('type', e.type, 'tokenIn', e.token_in, 'tokenOut', e.token_out,
+                         'amountIn', e.amount_text, 'slippageBps', e.slippage_bps,
+                         'clientOrderId', e.client_order_id),
+       CAST(:at AS timestamptz)
+FROM unnest(CAST(:id AS varchar[]), CAST(:type AS varchar[]), CAST(:token_in AS varchar[]),
+            CAST(:token_out AS varchar[]), CAST(:amount_text AS varchar[]), CAST(:slippage_bps AS integer[]),
+            CAST(:client_order_id AS varchar[]))
+     AS e(id, type, token_in, token_out, amount_text, slippage_bps, client_order_id)
 """)
 
 
@@ -252,17 +258,17 @@ class OrderStore:
         self.bus.publish(event)
         return event
 
-    def create_many(self, new: list[tuple[str, OrderRequest, Work]], keys: list[Any] | None = None,
+    def create_many(self, new: list[tuple[str, OrderRequest, str]], keys: list[Any] | None = None,
                     key_ttl_s: int = 86_400) -> list[Event | None]:
-        """Insert new orders (id, request, work) with their `pending` events, all or nothing:
-        on PostgreSQL one statement, elsewhere one transaction with one INSERT per table.
+        """Insert new orders (id, request, work token) with their `pending` events, all or
+        nothing: accepted now, due now, held by nobody. On PostgreSQL one statement,
+        elsewhere one transaction with one INSERT per table.
         `keys` (one per order, or None) are Idempotency-Keys: then the keys are claimed
         first, in the same transaction, and an order whose key another request holds is
         not stored (None in its place). Publishes nothing: the caller publishes the events
         of the orders it keeps (`bus.publish_many`) once their work is queued."""
-        events = []
-        for order_id, request, work in new:
-            events.append(Event(order_id, 1, Status.PENDING, utcnow(), 0, request.to_dict()))
+        now = utcnow()
+        events = [Event(order_id, 1, Status.PENDING, now, 0, request.to_dict()) for order_id, request, _ in new]
         if not keys or all(k is None for k in keys):
             if self.engine.dialect.name == "postgresql":
                 with self.autocommit.connect() as conn:  # one statement: atomic by itself
@@ -300,33 +306,28 @@ class OrderStore:
                 if key is None or ((key.caller, key.key) in won and first[(key.caller, key.key)] == i)}
 
     @staticmethod
-    def _insert_new_pg(conn: Any, new: list[tuple[str, OrderRequest, Work]], events: list[Event]) -> None:
+    def _insert_new_pg(conn: Any, new: list[tuple[str, OrderRequest, str]], events: list[Event]) -> None:
         """The group as arrays, one per column (see `_INSERT_NEW_ORDERS_PG`)."""
-        columns: dict[str, list[Any]] = {k: [] for k in (
-            "id", "type", "token_in", "token_out", "amount_in", "slippage_bps", "client_order_id", "at",
-            "work_token", "work_owner", "work_due_at", "data")}
-        for (order_id, request, work), event in zip(new, events):
-            for key, value in (("id", order_id), ("type", request.type),
-                               ("token_in", request.token_in.symbol),
-                               ("token_out", request.token_out.symbol), ("amount_in", request.amount_in),
-                               ("slippage_bps", request.slippage_bps),
-                               ("client_order_id", request.client_order_id), ("at", event.at),
-                               ("work_token", work.token), ("work_owner", work.owner),
-                               ("work_due_at", work.due_at), ("data", json.dumps(event.data))):
-                columns[key].append(value)
-        conn.execute(_INSERT_NEW_ORDERS_PG, columns)
+        requests = [request for _, request, _ in new]
+        conn.execute(_INSERT_NEW_ORDERS_PG, {
+            "id": [order_id for order_id, _, _ in new], "type": [r.type for r in requests],
+            "token_in": [r.token_in.symbol for r in requests], "token_out": [r.token_out.symbol for r in requests],
+            "amount_in": [r.amount_in for r in requests], "amount_text": [e.data["amountIn"] for e in events],
+            "slippage_bps": [r.slippage_bps for r in requests],
+            "client_order_id": [r.client_order_id for r in requests],
+            "work_token": [token for _, _, token in new], "at": events[0].at})
 
     @staticmethod
-    def _insert_new(conn: Any, new: list[tuple[str, OrderRequest, Work]], events: list[Event]) -> None:
+    def _insert_new(conn: Any, new: list[tuple[str, OrderRequest, str]], events: list[Event]) -> None:
         order_rows, event_rows = [], []
-        for (order_id, request, work), event in zip(new, events):
+        for (order_id, request, token), event in zip(new, events):
             order_rows.append({
                 "id": order_id, "type": request.type, "token_in": request.token_in.symbol,
                 "token_out": request.token_out.symbol, "amount_in": request.amount_in,
                 "slippage_bps": request.slippage_bps, "client_order_id": request.client_order_id,
                 "status": Status.PENDING.value, "attempts": 0, "last_seq": 1, "created_at": event.at,
-                "updated_at": event.at, "work_token": work.token, "work_owner": work.owner,
-                "work_due_at": work.due_at})
+                "updated_at": event.at, "work_token": token, "work_owner": None,
+                "work_due_at": event.at})
             event_rows.append({"order_id": order_id, "seq": 1, "status": Status.PENDING.value,
                                "attempt": 0, "data": event.data, "at": event.at})
         # a list of rows per statement (an executemany), each statement compiled once and

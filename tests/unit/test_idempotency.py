@@ -8,7 +8,7 @@ import sqlalchemy as sa
 from orderengine.intake import ANYONE, IdempotencyKey
 from orderengine.models import idempotency_keys, orders
 from orderengine.schemas import parse_order_request
-from orderengine.store import Work, new_token
+from orderengine.store import new_token
 from tests.unit.conftest import SOL_USDC
 from tests.unit.test_api import order_count, post
 
@@ -82,7 +82,7 @@ def test_a_retry_after_a_commit_the_client_never_heard_of_replays_it(client, run
     """The connection died during COMMIT: the order and its key were stored together."""
     request = parse_order_request(SOL_USDC)
     order_id = "11111111-1111-4111-8111-111111111111"
-    runtime.store.create_many([(order_id, request, Work(new_token(), None, dt.datetime.now(dt.timezone.utc)))],
+    runtime.store.create_many([(order_id, request, new_token())],
                               [IdempotencyKey.of(ANYONE, "k-lost", request)])
     retry = post_with_key(client, "k-lost")
     assert retry.status_code == 201 and retry.get_json()["orderId"] == order_id

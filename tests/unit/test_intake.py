@@ -6,7 +6,6 @@ import dataclasses
 import json
 import sqlite3
 import threading
-from decimal import Decimal
 
 import pytest
 import sqlalchemy as sa
