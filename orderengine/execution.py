@@ -26,6 +26,7 @@ import datetime as dt
 import logging
 import os
 import socket
+import threading
 import uuid
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
@@ -49,7 +50,9 @@ PRICE_PLACES = Decimal("1e-12")
 SEND_RECHECK_S = 1.0        # a send whose outcome we could not learn is looked up again after this
 POLL_MIN_S = 0.1            # confirmation polls: no more often than this
 POLL_MAX_S = 2.0
-STEP_RETRY_S = 2.0          # a step that raised runs again after this (re-read from the database)
+STEP_RETRY_S = 2.0          # a step that raised runs again after this (re-read from the database),
+STEP_RETRY_MAX_S = 60.0     # doubling each time it breaks again, up to this
+BUSY_FACTOR = 4             # groups waiting per step thread before the pump stops claiming
 VENUE_MISSING_S = 30.0      # an order whose venue is not loaded here waits this long
 
 
@@ -75,6 +78,8 @@ class Held:
     tx_hash: str | None = None
     decision: dict[str, Any] | None = None  # the routing decision, while building
     reload: bool = False                    # re-read from the database before the next step
+    failures: int = 0                       # steps in a row that broke on this order
+    alone: bool = False                     # run its next step in a group of its own
 
     @classmethod
     def of(cls, row: Any) -> "Held":
@@ -104,6 +109,8 @@ class OrderExecutor:
         self.later = later
         self.worker_id = worker_id
         self._pool = ThreadPoolExecutor(max_workers=settings.worker_concurrency, thread_name_prefix="step")
+        self._queued = 0  # groups handed to the step threads and not yet done
+        self._count_lock = threading.Lock()
         self._steps: dict[str, Callable[[list[Held]], None]] = {
             Status.PENDING.value: self._start_attempts,
             Status.RETRYING.value: self._start_attempts,
@@ -116,8 +123,11 @@ class OrderExecutor:
 
     def submit(self, batch: Iterable[Held]) -> None:
         """Run the due step of every order in `batch` on the step threads, one task per status."""
-        for status, group in _by(batch, lambda h: h.status).items():
-            self._pool.submit(self._guarded, self._steps[status], group)
+        batch = list(batch)
+        for held in (h for h in batch if h.alone):
+            self._spawn(self._steps[held.status], [held])
+        for status, group in _by((h for h in batch if not h.alone), lambda h: h.status).items():
+            self._spawn(self._steps[status], group)
 
     def run(self, batch: Iterable[Held]) -> None:
         """The same as `submit`, on the calling thread (tests, and the step threads)."""
@@ -129,16 +139,40 @@ class OrderExecutor:
 
     def _guarded(self, step: Callable[..., None], group: list[Held], *args: Any) -> None:
         # Every step can be run again (writes are guarded by token and seq, sends by the
-        # client tx id), so a step that broke - the database went away - is, from what
-        # the database says then.
+        # client tx id), so a step that broke - the database went away - is, from what the
+        # database says then. Its orders run again each in a group of its own, so an order
+        # that breaks every time (a plugin's bad answer) holds up no other, with a backoff.
         try:
             step(group, *args)
         except Exception:
             log.exception("step failed; it runs again shortly",
                           extra={"order_ids": [h.id for h in group][:20], "orders": len(group)})
             for held in group:
-                held.reload = True
-            self.later(group, STEP_RETRY_S)
+                held.reload, held.alone = True, len(group) > 1 or held.alone
+                held.failures += 1
+                self.later([held], min(STEP_RETRY_MAX_S, STEP_RETRY_S * 2 ** (held.failures - 1)))
+        else:
+            for held in group:
+                held.failures, held.alone = 0, False
+
+    def _spawn(self, step: Callable[..., None], group: list[Held], *args: Any) -> None:
+        """Run a step for `group` on a step thread."""
+        with self._count_lock:
+            self._queued += 1
+        self._pool.submit(self._task, step, group, *args)
+
+    def _task(self, step: Callable[..., None], group: list[Held], *args: Any) -> None:
+        try:
+            self._guarded(step, group, *args)
+        finally:
+            with self._count_lock:
+                self._queued -= 1
+
+    @property
+    def busy(self) -> bool:
+        """Enough groups wait for a step thread: the pump takes no more orders for now, so
+        a burst is shared with the other workers instead of expiring in this one's queue."""
+        return self._queued >= self.settings.worker_concurrency * BUSY_FACTOR
 
     # --- steps ------------------------------------------------------------------
 
@@ -191,8 +225,7 @@ class OrderExecutor:
 
     def _fetch_quotes(self, group: list[Held]) -> None:
         requests = [QuoteRequest(by_symbol(h.token_in), by_symbol(h.token_out), h.amount_in) for h in group]
-        self.fetcher.fetch_many(requests, lambda outcomes: self._pool.submit(
-            self._guarded, self._route, group, outcomes))
+        self.fetcher.fetch_many(requests, lambda outcomes: self._spawn(self._route, group, outcomes))
 
     def _route(self, group: list[Held], outcomes: list[list[QuoteOutcome]]) -> None:
         failed: list[tuple[Held, ExecutionError]] = []
@@ -288,7 +321,7 @@ class OrderExecutor:
         swaps = [(SwapRequest(h.decision["pool"], by_symbol(h.token_in), by_symbol(h.token_out), h.amount_in,
                               Decimal(h.decision["minAmountOut"])), h.decision["clientTxId"]) for h in to_send]
         try:
-            results = venue.execute_many(swaps)
+            results = _one_each(venue.execute_many(swaps), swaps, venue, "execute_many")
         except Exception as exc:
             log.warning("send failed as a whole", extra={"venue": venue.name, "error": str(exc)})
             unknown.extend(to_send)
@@ -313,7 +346,7 @@ class OrderExecutor:
 
     def _lookups(self, venue: Venue, orders: list[Held], unknown: list[Held]) -> list[TxStatus] | None:
         try:
-            return venue.lookups([h.decision["clientTxId"] for h in orders])
+            return _one_each(venue.lookups([h.decision["clientTxId"] for h in orders]), orders, venue, "lookups")
         except Exception as exc:
             log.warning("lookup failed; will ask again", extra={"venue": venue.name, "error": str(exc)})
             unknown.extend(orders)
@@ -330,7 +363,7 @@ class OrderExecutor:
             pending: list[Held] = []
             for chunk in _chunks(orders, venue.max_batch):
                 try:
-                    statuses = venue.statuses([h.tx_hash for h in chunk])
+                    statuses = _one_each(venue.statuses([h.tx_hash for h in chunk]), chunk, venue, "statuses")
                 except Exception as exc:
                     log.warning("status query failed; will ask again", extra={"venue": name, "error": str(exc)})
                     self.later(chunk, POLL_MAX_S)
@@ -427,6 +460,14 @@ def _chunks(items: list[Held], size: int) -> Iterable[list[Held]]:
     size = max(1, size)
     for i in range(0, len(items), size):
         yield items[i:i + size]
+
+
+def _one_each(answers: list, asked: list, venue: Venue, method: str) -> list:
+    """A batch call's answers, if there is one per item asked; a plugin that answers more
+    or fewer fails the call (its items are asked again), rather than dropping orders."""
+    if len(answers) != len(asked):
+        raise ValueError(f"{venue.name}.{method} answered {len(answers)} items for {len(asked)}")
+    return answers
 
 
 def _poll_interval(venue: Venue) -> float:

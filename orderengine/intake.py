@@ -19,6 +19,7 @@ found by storing the group's orders one by one, and stays that order's.
 """
 from __future__ import annotations
 
+import datetime as dt
 import hashlib
 import json
 import logging
@@ -56,6 +57,9 @@ IDLE_EXIT_S = 30.0
 
 #: the caller while AUTH is off: every client is one
 ANYONE = ""
+#: a key whose request has not answered yet is "in progress" (409) for at most this long;
+#: after it, its stored order is live whatever happened to the request that made it
+KEY_IN_PROGRESS_GRACE_S = 5
 
 _DB_UNAVAILABLE = "The database is not available; the order was not accepted."
 _QUEUE_UNAVAILABLE = "The order queue is not available; the order was not accepted."
@@ -155,6 +159,11 @@ class Intake:
         if record.fingerprint != key.fingerprint:
             raise IdempotencyKeyReused("This Idempotency-Key was sent before with a different order; "
                                        "use a new key for a new order.")
+        in_progress = record.status_code is None
+        if in_progress and record.created_at > utcnow() - dt.timedelta(seconds=KEY_IN_PROGRESS_GRACE_S):
+            raise IdempotencyKeyInUse("A request with this Idempotency-Key is in progress; try again shortly.")
+        # an answered key, or one whose process died between the commit and the answer: its
+        # order is stored, and due, so a worker runs it (the database is the queue)
         return Accepted(record.order_id, replayed=True)
 
     def close(self) -> None:
@@ -228,12 +237,16 @@ class Intake:
     def _commit(self, group: list[_Ticket]) -> None:
         if not group:
             return
-        stored = self._settle_keys(self._store(group))
-        if not stored:
-            return
-        live = self._queue(stored)
+        stored = self._store(group)
+        made = [t for t in stored if t.event is not None]
+        losers = [t for t in stored if t.event is None]  # their key was another request's
+        live = self._queue(made) if made else []
+        self._finish_keys([t for t in live if t.key is not None])
         for t in live:  # answered first: publishing and logging need not delay the 201s
             t.finish(t.event)
+        self._settle_keys(losers)
+        if not live:
+            return
         self.store.bus.publish_many([t.event for t in live])  # best effort, as `publish`
         if log.isEnabledFor(logging.INFO):
             for t in live:
@@ -275,14 +288,20 @@ class Intake:
         for t, event in zip(group, events):
             t.event = event
 
-    def _settle_keys(self, stored: list[_Ticket]) -> list[_Ticket]:
+    def _finish_keys(self, live: list[_Ticket]) -> None:
+        """The keys of orders now live give their answer to retries from now on (until
+        then a retry is told the request is in progress: the order might be withdrawn)."""
+        if not live:
+            return
+        try:
+            self.store.finish_idempotency_keys([(t.key.caller, t.key.key) for t in live])
+        except SQLAlchemyError as exc:  # after KEY_IN_PROGRESS_GRACE_S they answer all the same
+            log.warning("could not mark idempotency keys answered", extra={"error": str(exc)[:300]})
+
+    def _settle_keys(self, losers: list[_Ticket]) -> None:
         """Tickets whose key another request holds were not stored: answer them with
-        that request's answer (or 422 for another body). The others go on."""
-        made = []
-        for t in stored:
-            if t.event is not None:
-                made.append(t)
-                continue
+        that request's answer (or 422 for another body)."""
+        for t in losers:
             try:
                 known = self._replay(t.key)
             except EngineError as exc:
@@ -296,7 +315,6 @@ class Intake:
                                                    "progress; try again shortly."))
             else:
                 t.replay(known.order_id)
-        return made
 
     def _queue(self, stored: list[_Ticket]) -> list[_Ticket]:
         """Queue the group's first steps in one call; on failure withdraw them. Returns the

@@ -128,7 +128,7 @@ class IdempotencyKey(Base):
     key: Mapped[str] = mapped_column(sa.String(255), primary_key=True)
     fingerprint: Mapped[str] = mapped_column(sa.String(64))
     order_id: Mapped[str] = mapped_column(sa.String(36))
-    status_code: Mapped[int] = mapped_column(sa.Integer)
+    status_code: Mapped[int | None] = mapped_column(sa.Integer)  # None: its request is in progress
     created_at: Mapped[dt.datetime] = mapped_column(UTCDateTime())
     expires_at: Mapped[dt.datetime] = mapped_column(UTCDateTime())
 

@@ -31,6 +31,7 @@ CLAIM_POLL_S = 0.5    # look in the database this often even without a queue mes
 CLAIM_GAP_S = 0.01    # and no more often than this, however many messages come: bigger batches
 GRID_S = 0.02         # timer resolution: due times are rounded up to it
 DB_RETRY_S = 1.0      # after a failed claim or re-read
+BUSY_RECHECK_S = 0.05  # a worker too busy to claim looks again this soon
 
 
 class Pump:
@@ -41,7 +42,9 @@ class Pump:
         self.worker_id = worker_id
         self._clock = clock
         self._heap: list[tuple[float, int, Held]] = []
+        self._latest: dict[str, int] = {}  # order id -> its one live entry on the heap
         self._count = itertools.count()
+        self._next_expiry = 0.0
         self._cond = threading.Condition()
         self._claim_wanted = True
         self._next_claim = 0.0
@@ -72,12 +75,15 @@ class Pump:
             self._cond.notify()
 
     def later(self, orders: list[Held], seconds: float) -> None:
-        """Run these held orders' next step after `seconds` (rounded up to the grid)."""
+        """Run these held orders' next step after `seconds` (rounded up to the grid). An
+        order has one place on the timer: a new one replaces the one it had."""
         due = math.ceil((self._clock() + max(0.0, seconds)) / GRID_S) * GRID_S
         with self._cond:
             head = self._heap[0][0] if self._heap else math.inf
             for held in orders:
-                heapq.heappush(self._heap, (due, next(self._count), held))
+                n = next(self._count)
+                self._latest[held.id] = n
+                heapq.heappush(self._heap, (due, n, held))
             if due < head:
                 self._cond.notify()
 
@@ -85,7 +91,7 @@ class Pump:
     def waiting(self) -> int:
         """Orders this worker holds on its timer."""
         with self._cond:
-            return len(self._heap)
+            return len(self._latest)
 
     # --- the loop -------------------------------------------------------------------
 
@@ -103,7 +109,6 @@ class Pump:
                     self._claim_wanted = False
             batch = self._reread([h for h in due if h.reload]) + [h for h in due if not h.reload]
             if claim:
-                self._expire()
                 batch += self._claim()
             if batch:
                 self.executor.submit(batch)
@@ -125,12 +130,21 @@ class Pump:
         now = self._clock()
         due = []
         while self._heap and self._heap[0][0] <= now:
-            due.append(heapq.heappop(self._heap)[2])
+            _, n, held = heapq.heappop(self._heap)
+            if self._latest.get(held.id) == n:  # else replaced by a later entry
+                del self._latest[held.id]
+                due.append(held)
         return due
 
     def _claim(self) -> list[Held]:
         self._last_claim = self._clock()
         self._next_claim = self._last_claim + CLAIM_POLL_S
+        if self._last_claim >= self._next_expiry:
+            self._next_expiry = self._last_claim + CLAIM_POLL_S
+            self._expire()
+        if self.executor.busy:  # enough to do: leave new orders to the other workers for now
+            self._next_claim = self._last_claim + BUSY_RECHECK_S
+            return []
         try:
             rows = self.store.claim_due(self.worker_id, CLAIM_BATCH)
         except Exception as exc:  # the database is away: look again shortly
@@ -158,4 +172,8 @@ class Pump:
             log.warning("re-reading orders failed", extra={"error": str(exc)})
             self.later(orders, DB_RETRY_S)
             return []
-        return [Held.of(r) for r in rows]
+        before = {h.id: h for h in orders}
+        fresh = [Held.of(r) for r in rows]
+        for held in fresh:  # what the executor learnt about the order stays with it
+            held.failures, held.alone = before[held.id].failures, before[held.id].alone
+        return fresh

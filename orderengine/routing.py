@@ -126,7 +126,12 @@ class QuoteFetcher:
             if f.cancelled():  # shutting down: the orders are handed back
                 return
             try:
-                done(f.result())
+                outcomes = f.result()
+            except Exception as exc:  # never leave the orders waiting for quotes that won't come
+                log.exception("quote fetching failed")
+                outcomes = [[_failed(name, exc) for name in sorted(self.venues)] for _ in requests]
+            try:
+                done(outcomes)
             except Exception:
                 log.exception("quote continuation failed")
         fut.add_done_callback(_finish)

@@ -119,7 +119,8 @@ class WorkerServices:
                                       build_throttle(s.max_orders_per_minute, runtime.redis),
                                       self._later, self.worker_id)
         self.pump = Pump(runtime.store, self.executor, self.worker_id)
-        self.sweeper = Sweeper(s, runtime.store, self.worker_id, self.pump.wake, alive=lambda: self.pump.alive)
+        self.sweeper = Sweeper(s, runtime.store, self.worker_id, self.pump.wake, alive=lambda: self.pump.alive,
+                               wake_others=runtime.wake_workers)
         self.upkeep = VenueUpkeep(runtime.venues)
 
     def _later(self, orders, seconds: float) -> None:

@@ -299,7 +299,7 @@ class OrderStore:
                 continue
             first[(key.caller, key.key)] = i
             rows.append({"caller": key.caller, "key": key.key, "fingerprint": key.fingerprint,
-                         "order_id": new[i][0], "status_code": 201, "created_at": now,
+                         "order_id": new[i][0], "status_code": None, "created_at": now,
                          "expires_at": now + dt.timedelta(seconds=key_ttl_s)})
         won = claim_idempotency_keys(conn, rows)
         return {i for i, key in enumerate(keys)
@@ -374,6 +374,9 @@ class OrderStore:
         the events in one round trip. An illegal move raises before anything is written."""
         if not batch:
             return [], []
+        unique = {c.order_id: c for c in reversed(batch)}  # one change per order: the first
+        if len(unique) != len(batch):
+            batch = [c for c in batch if unique.get(c.order_id) is c]
         now = utcnow()
         events: list[Event] = []
         by_shape: dict[tuple[str, ...], list[dict[str, Any]]] = {}
@@ -530,6 +533,15 @@ class OrderStore:
             return conn.execute(sa.select(idempotency_keys).where(
                 idempotency_keys.c.caller == caller, idempotency_keys.c.key == key,
                 idempotency_keys.c.expires_at > utcnow())).one_or_none()
+
+    def finish_idempotency_keys(self, keys: list[tuple[str, str]]) -> None:
+        """Mark these (caller, key) answered: their orders are live (201)."""
+        with self.writer.begin() as conn:
+            conn.execute(sa.update(idempotency_keys)
+                         .where(idempotency_keys.c.caller == sa.bindparam("b_caller"),
+                                idempotency_keys.c.key == sa.bindparam("b_key"))
+                         .values(status_code=201),
+                         [{"b_caller": caller, "b_key": key} for caller, key in keys])
 
     def purge_idempotency_keys(self) -> int:
         """Forget keys past their IDEMPOTENCY_TTL_S; how many."""

@@ -16,7 +16,7 @@ from decimal import Decimal
 from typing import Any, Callable
 
 from orderengine.bus import RESYNC, Subscription
-from orderengine.errors import EngineError, ValidationError
+from orderengine.errors import EngineError, ServiceUnavailable, ValidationError
 from orderengine.events import Event
 from orderengine.schemas import parse_events_since, parse_idempotency_key, parse_order_id, parse_order_request
 from orderengine.streaming import EventRelay
@@ -37,6 +37,7 @@ class StreamSession:
         self.submit = submit
         self._send = send
         self.relays: dict[str, EventRelay] = {}
+        self._ended: dict[str, int] = {}  # order id -> last seq sent, of orders no longer followed
 
     # --- the client's messages ------------------------------------------------------
 
@@ -47,13 +48,17 @@ class StreamSession:
             request_id = _request_id(message)
             action = message.get("action")
             handler = {"submit": self._submit, "subscribe": self._subscribe,
-                       "unsubscribe": self._unsubscribe}.get(action)
+                       "unsubscribe": self._unsubscribe}.get(action) if isinstance(action, str) else None
             if handler is None:
                 raise ValidationError("Unknown action.", fields={
                     "action": ["Must be one of: submit, subscribe, unsubscribe."]})
             handler(message, request_id)
         except EngineError as exc:
             self._reply({"type": "error", "error": exc.to_dict()}, request_id)
+        except Exception:  # the database away, a bug: this request fails, the socket goes on
+            log.exception("stream request failed")
+            self._reply({"type": "error", "error": ServiceUnavailable(
+                "The request could not be carried out now; try again.").to_dict()}, request_id)
 
     def _submit(self, message: dict[str, Any], request_id: Any) -> None:
         _only(message, {"action", "order", "idempotencyKey", "requestId"})
@@ -101,19 +106,30 @@ class StreamSession:
     def on_live(self, item: Event | object) -> None:
         if item is RESYNC:
             for order_id, relay in list(self.relays.items()):
-                self._relay(order_id, relay.catch_up())
+                self._safely(order_id, relay.catch_up)
             return
         assert isinstance(item, Event)
         relay = self.relays.get(item.order_id)
         if relay is not None:
-            self._relay(item.order_id, relay.on_live(item))
-        elif self.sub.everything:
+            self._safely(item.order_id, lambda: relay.on_live(item))
+        elif self.sub.everything and item.seq > self._ended.get(item.order_id, 0):
             self._send(item.to_json())
 
     def on_idle(self) -> None:
         """Now and then: pub/sub is at-most-once, so silent orders are checked against the log."""
         for order_id, relay in list(self.relays.items()):
-            self._relay(order_id, relay.on_live(None))
+            self._safely(order_id, lambda relay=relay: relay.on_live(None))
+
+    def _safely(self, order_id: str, step: Callable[[], list[Event]]) -> None:
+        """A followed order's next events; if the log cannot be read now (the database
+        away), the order is checked again at the next idle round, and the others go on."""
+        try:
+            events = step()
+        except Exception as exc:
+            log.warning("stream could not read an order's events; will try again",
+                        extra={"order_id": order_id, "error": str(exc)[:200]})
+            return
+        self._relay(order_id, events)
 
     # --- helpers ----------------------------------------------------------------------
 
@@ -121,8 +137,14 @@ class StreamSession:
         if order_id in self.relays:  # already followed: it goes on from where it is
             return
         self.sub.follow(order_id)  # first: nothing published from now on is missed
-        relay = self.relays[order_id] = EventRelay(self.store, order_id, since, backstop_s=BACKSTOP_S)
-        self._relay(order_id, relay.replay())
+        relay = EventRelay(self.store, order_id, since, backstop_s=BACKSTOP_S)
+        try:
+            events = relay.replay()
+        except Exception:
+            self.sub.unfollow(order_id)
+            raise
+        self.relays[order_id] = relay
+        self._relay(order_id, events)
 
     def _relay(self, order_id: str, events: list[Event]) -> None:
         for event in events:
@@ -132,8 +154,13 @@ class StreamSession:
             self._drop(order_id)
 
     def _drop(self, order_id: str) -> None:
-        if self.relays.pop(order_id, None) is not None:
+        relay = self.relays.pop(order_id, None)
+        if relay is not None:
             self.sub.unfollow(order_id)
+            # live copies of what it sent may still be queued: with "all" on they must not go twice
+            self._ended[order_id] = relay.last_seq
+            if len(self._ended) > MAX_FOLLOWED:
+                self._ended.pop(next(iter(self._ended)))
 
     def _reply(self, body: dict[str, Any], request_id: Any) -> None:
         if request_id is not None:

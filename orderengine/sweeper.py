@@ -33,12 +33,14 @@ _TAKE_OVER = (sa.update(orders)
 
 class Sweeper:
     def __init__(self, settings: Settings, store: OrderStore, worker_id: str,
-                 wake: Callable[[], None], alive: Callable[[], bool] = lambda: True) -> None:
+                 wake: Callable[[], None], alive: Callable[[], bool] = lambda: True,
+                 wake_others: Callable[[], None] | None = None) -> None:
         self.settings = settings
         self.store = store
         self.engine = store.writer  # every transaction here writes
         self.worker_id = worker_id
         self.wake = wake
+        self.wake_others = wake_others or wake
         self.alive = alive
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
@@ -116,7 +118,7 @@ class Sweeper:
         released = self.store.release(self.worker_id)
         if released:
             try:
-                self.wake()
+                self.wake_others()
             except Exception as exc:  # the others find them on their next look all the same
                 log.warning("hand-back could not wake the other workers", extra={"error": str(exc)})
             log.info("handed back orders in flight", extra={"count": released})

@@ -22,7 +22,7 @@ def upgrade() -> None:
         sa.Column("key", sa.String(255), primary_key=True),
         sa.Column("fingerprint", sa.String(64), nullable=False),
         sa.Column("order_id", sa.String(36), nullable=False),
-        sa.Column("status_code", sa.Integer, nullable=False),
+        sa.Column("status_code", sa.Integer),  # NULL while its request is in progress
         sa.Column("created_at", UTCDateTime(), nullable=False),
         sa.Column("expires_at", UTCDateTime(), nullable=False),
     )

@@ -5,7 +5,7 @@ import threading
 import pytest
 import sqlalchemy as sa
 
-from orderengine.intake import ANYONE, IdempotencyKey
+from orderengine.intake import ANYONE, KEY_IN_PROGRESS_GRACE_S, IdempotencyKey
 from orderengine.models import idempotency_keys, orders
 from orderengine.schemas import parse_order_request
 from orderengine.store import new_token
@@ -84,6 +84,11 @@ def test_a_retry_after_a_commit_the_client_never_heard_of_replays_it(client, run
     order_id = "11111111-1111-4111-8111-111111111111"
     runtime.store.create_many([(order_id, request, new_token())],
                               [IdempotencyKey.of(ANYONE, "k-lost", request)])
+    early = post_with_key(client, "k-lost")  # its request may still be answering: wait
+    assert early.status_code == 409 and early.get_json()["error"]["code"] == "IDEMPOTENCY_KEY_IN_USE"
+    with runtime.engine.begin() as conn:  # the client retries after its timeout
+        conn.execute(sa.update(idempotency_keys).values(
+            created_at=dt.datetime.now(dt.timezone.utc) - dt.timedelta(seconds=KEY_IN_PROGRESS_GRACE_S + 1)))
     retry = post_with_key(client, "k-lost")
     assert retry.status_code == 201 and retry.get_json()["orderId"] == order_id
     assert retry.headers["Idempotent-Replayed"] == "true" and order_count(runtime) == 1

@@ -152,3 +152,19 @@ def test_a_submit_with_a_key_seen_before_is_answered_with_the_first_order(runtim
     first, again = stream.replies("accepted")
     assert again["orderId"] == first["orderId"] and again["replayed"] is True and "replayed" not in first
     assert stream.replies("error")[-1]["error"]["code"] == "IDEMPOTENCY_KEY_REUSED"
+
+
+@pytest.mark.parametrize("action", [[], {}, 7, None])
+def test_an_action_of_the_wrong_type_is_an_error_message(stream, action):
+    stream.say({"action": action})
+    assert stream.replies("error")[-1]["error"]["code"] == "VALIDATION_ERROR"
+
+
+def test_with_all_on_an_order_followed_to_its_end_is_not_sent_twice(runtime, stream, worker):
+    stream.say({"action": "subscribe", "all": True})
+    order_id = place(runtime)
+    wait_terminal(runtime, order_id)
+    stream.say({"action": "subscribe", "orderId": order_id})  # replays 1..5 and ends the follow
+    stream.pump()  # the live copies of 1..5, queued meanwhile
+    seqs = [e["seq"] for e in stream.events(order_id)]
+    assert seqs == sorted(set(seqs)) and seqs[-1] == 5
