@@ -71,7 +71,7 @@ def status_of(engine: sa.Engine, order_id: str) -> str | None:
 
 def all_final(engine: sa.Engine, order_ids: list[str]) -> bool:
     found = statuses_by_order(engine, order_ids)
-    return len(found) == len(order_ids) and all(s in ("confirmed", "failed") for s in found.values())
+    return len(found) == len(order_ids) and all(s in ("confirmed", "failed", "cancelled") for s in found.values())
 
 
 def logged_seqs(engine: sa.Engine) -> dict[str, list[int]]:
