@@ -1,8 +1,9 @@
-"""For Huey's own runner: `huey_consumer huey_consumer.huey -w 10 -k thread`.
+"""For Huey's own runner: `huey_consumer huey_consumer.huey -w 2 -k thread`.
 
-`orderengine worker` does the same with our defaults (WORKER_CONCURRENCY
-threads, graceful SIGTERM, hand-back on stop); use this one where you already
-run Huey consumers.
+The queue carries only wake-ups, so two consumer threads are plenty; the steps
+run on the worker's own threads (WORKER_CONCURRENCY), started with the consumer.
+`orderengine worker` does the same with our defaults (graceful SIGTERM,
+hand-back on stop); use this one where you already run Huey consumers.
 """
 import atexit
 
