@@ -230,14 +230,6 @@ class OrderStore:
         with self.engine.connect() as conn:
             return [Event.from_row(r) for r in conn.execute(query)]
 
-    def last_event(self, order_id: str, status: Status) -> Event | None:
-        query = (sa.select(order_events)
-                 .where(order_events.c.order_id == order_id, order_events.c.status == status.value)
-                 .order_by(order_events.c.seq.desc()).limit(1))
-        with self.engine.connect() as conn:
-            row = conn.execute(query).one_or_none()
-        return Event.from_row(row) if row else None
-
     # --- writes -----------------------------------------------------------
 
     def create(self, request: OrderRequest, work: Work, order_id: str | None = None) -> Event:
