@@ -123,11 +123,19 @@ class OrderExecutor:
 
     def submit(self, batch: Iterable[Held]) -> None:
         """Run the due step of every order in `batch` on the step threads, one task per status."""
-        batch = list(batch)
-        for held in (h for h in batch if h.alone):
-            self._spawn(self._steps[held.status], [held])
-        for status, group in _by((h for h in batch if not h.alone), lambda h: h.status).items():
-            self._spawn(self._steps[status], group)
+        # each order's status read once: a step elsewhere may be moving the same order on
+        # (its writes and ours are guarded by seq, so one of them finds it moved and stops)
+        groups: dict[Any, list[Held]] = {}
+        for held in batch:
+            step = self._steps.get(held.status)
+            if step is None:  # it ended meanwhile
+                continue
+            if held.alone:
+                self._spawn(step, [held])
+            else:
+                groups.setdefault(step, []).append(held)
+        for step, group in groups.items():
+            self._spawn(step, group)
 
     def run(self, batch: Iterable[Held]) -> None:
         """The same as `submit`, on the calling thread (tests, and the step threads)."""

@@ -111,7 +111,13 @@ class Pump:
             if claim:
                 batch += self._claim()
             if batch:
-                self.executor.submit(batch)
+                try:
+                    self.executor.submit(batch)
+                except Exception:  # never let the loop die: the orders are re-read and run again
+                    log.exception("handing over a batch failed")
+                    for held in batch:
+                        held.reload = True
+                    self.later(batch, DB_RETRY_S)
 
     def _has_work(self) -> bool:
         now = self._clock()
