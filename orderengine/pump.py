@@ -103,8 +103,7 @@ class Pump:
                 if self._stopped:
                     return
                 due = self._pop_due()
-                now = self._clock()
-                claim = now >= self._next_claim or (self._claim_wanted and now >= self._last_claim + CLAIM_GAP_S)
+                claim = self._claim_is_due(self._clock())
                 if claim:
                     self._claim_wanted = False
             batch = self._reread([h for h in due if h.reload]) + [h for h in due if not h.reload]
@@ -119,10 +118,13 @@ class Pump:
                         held.reload = True
                     self.later(batch, DB_RETRY_S)
 
+    def _claim_is_due(self, now: float) -> bool:
+        """The poll's time has come, or a wake-up came at least CLAIM_GAP_S after the last claim."""
+        return now >= self._next_claim or (self._claim_wanted and now >= self._last_claim + CLAIM_GAP_S)
+
     def _has_work(self) -> bool:
         now = self._clock()
-        claim_due = now >= self._next_claim or (self._claim_wanted and now >= self._last_claim + CLAIM_GAP_S)
-        return claim_due or bool(self._heap and self._heap[0][0] <= now)
+        return self._claim_is_due(now) or bool(self._heap and self._heap[0][0] <= now)
 
     def _timeout(self) -> float:
         until = self._next_claim

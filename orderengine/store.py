@@ -279,7 +279,7 @@ class OrderStore:
         return [event if i in keep else None for i, event in enumerate(events)]
 
     @staticmethod
-    def _claim_keys(conn: Any, new: list[tuple[str, OrderRequest, Work]], keys: list[Any],
+    def _claim_keys(conn: Any, new: list[tuple[str, OrderRequest, str]], keys: list[Any],
                     key_ttl_s: int) -> set[int]:
         """The indexes of the orders to store: those without a key, and the first order
         of each key this transaction now holds."""
