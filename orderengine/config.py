@@ -48,6 +48,27 @@ class Settings:
     #: a worker whose heartbeat is older than this is dead; its orders are taken over
     worker_dead_after_ms: int = 10_000
     sweep_interval_ms: int = 2_000
+    # --- who may do what, and how much (SPEC §6) ---
+    #: "keys" or "off"; None = off on a loopback HOST, otherwise start-up refuses (see auth_mode)
+    auth: str | None = None
+    #: order submissions per API key (per client address with AUTH=off) in any 60 s
+    rate_limit_per_minute: int = 600
+    #: accepted orders not yet submitted, across the deployment; over it: 503 OVERLOADED
+    max_queued_orders: int = 10_000
+    #: open WebSockets per API key (per client address with AUTH=off); one more: close 4429
+    max_sockets_per_key: int = 100
+    #: open WebSockets one API process holds; one more: close 1013 (HTTP keeps its own headroom)
+    max_sockets_per_process: int = 1_000
+    # --- time limits on every call out ---
+    #: a venue's execute/status/lookup call that takes longer is abandoned (the step fails and is retried)
+    venue_call_timeout_ms: int = 5_000
+    #: a step that raises this many times in a row ends the order failed (bounded retries, backoff between)
+    step_max_failures: int = 5
+    db_connect_timeout_s: int = 5
+    db_statement_timeout_ms: int = 10_000
+    # --- operating it (SPEC §7) ---
+    #: a worker serves its Prometheus metrics on this port; unset = not served
+    metrics_port: int | None = None
     environ: Mapping[str, str] = field(default_factory=dict, repr=False, compare=False)
 
     @property
@@ -104,6 +125,13 @@ def _names(raw: str) -> tuple[str, ...] | None:
     return names or None
 
 
+def _auth(raw: str) -> str | None:
+    mode = raw.strip().lower()
+    if mode not in {"keys", "off"}:
+        raise ConfigError(f"must be keys or off, got {raw!r}")
+    return mode
+
+
 def _log_level(raw: str) -> str:
     level = raw.strip().upper()
     if level not in {"DEBUG", "INFO", "WARNING", "ERROR"}:
@@ -134,6 +162,16 @@ VARIABLES: dict[str, tuple[str, Callable[[str], Any]]] = {
     "WEB_THREADS": ("web_threads", _int(1, 10_000)),
     "WORKER_DEAD_AFTER_MS": ("worker_dead_after_ms", _int(1000)),
     "SWEEP_INTERVAL_MS": ("sweep_interval_ms", _int(100)),
+    "AUTH": ("auth", _auth),
+    "RATE_LIMIT_PER_MINUTE": ("rate_limit_per_minute", _int(1)),
+    "MAX_QUEUED_ORDERS": ("max_queued_orders", _int(1)),
+    "MAX_SOCKETS_PER_KEY": ("max_sockets_per_key", _int(1)),
+    "MAX_SOCKETS_PER_PROCESS": ("max_sockets_per_process", _int(1, 100_000)),
+    "VENUE_CALL_TIMEOUT_MS": ("venue_call_timeout_ms", _int(1, 600_000)),
+    "STEP_MAX_FAILURES": ("step_max_failures", _int(1, 1000)),
+    "DB_CONNECT_TIMEOUT_S": ("db_connect_timeout_s", _int(1, 600)),
+    "DB_STATEMENT_TIMEOUT_MS": ("db_statement_timeout_ms", _int(0, 3_600_000)),
+    "METRICS_PORT": ("metrics_port", _int(1, 65535)),
 }
 
 
