@@ -70,9 +70,10 @@ class StreamLost(ClientError):
 
 
 def follow(api: Api, order_id: str, since: int = 0,
-           backoff: tuple[float, ...] = BACKOFF_S) -> Iterator[Union[Event, Reconnecting]]:
+           backoff: tuple[float, ...] | None = None) -> Iterator[Union[Event, Reconnecting]]:
     """Yield the order's events with seq > `since`, in order, each once, up to and including the
     terminal one; yield a `Reconnecting` before each new connection after a drop."""
+    backoff = BACKOFF_S if backoff is None else backoff
     last = since
     failures = 0
     connected_once = False
