@@ -137,8 +137,8 @@ def orders(api: Api, as_json: bool, status: str | None, client_order_id: str | N
             out.print(orders_table(listed))
         else:
             out.print("no orders")
-        if before:
-            err.print(f"(more orders: pass --all, or --limit up to 500)", style="dim")
+    if before:
+        err.print("(more orders: pass --all, or --limit up to 500)", style="dim")
 
 
 def register(group: click.Group) -> None:
