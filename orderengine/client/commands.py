@@ -60,7 +60,11 @@ def connection_options(command: Callable) -> Callable:
             api = Api(url or default_url(), key or None)
         except ClientError as exc:
             raise click.UsageError(str(exc)) from None
-        command(api=api, as_json=as_json, **kwargs)
+        try:
+            command(api=api, as_json=as_json, **kwargs)
+        except KeyboardInterrupt:   # while following, _follow says how to pick the order up again
+            click.echo("orderengine: interrupted", err=True)
+            sys.exit(EXIT_INTERRUPTED)
     return wrapper
 
 
@@ -115,7 +119,7 @@ def watch(api: Api, as_json: bool, order_id: str, since: int) -> None:
 def orders(api: Api, as_json: bool, status: str | None, client_order_id: str | None, limit: int | None,
            all_pages: bool) -> None:
     """List orders, newest first."""
-    out, err = console_for(sys.stdout), console_for(sys.stderr)
+    out, err = console_for(sys.stdout), console_for(sys.stderr, plain=as_json)
     listed: list[dict[str, Any]] = []
     before = None
     try:
@@ -147,7 +151,7 @@ def register(group: click.Group) -> None:
 
 
 def _view(as_json: bool, formatter: EventFormatter) -> HumanView | JsonView:
-    err = console_for(sys.stderr)
+    err = console_for(sys.stderr, plain=as_json)
     return JsonView(sys.stdout, err) if as_json else HumanView(console_for(sys.stdout), err, formatter)
 
 

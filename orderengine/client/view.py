@@ -19,12 +19,13 @@ from orderengine.client.render import STATUS_STYLES, EventFormatter
 PIPE_WIDTH = 10_000
 
 
-def console_for(stream: TextIO) -> Console:
+def console_for(stream: TextIO, plain: bool = False) -> Console:
     """A rich console on `stream`: colour and animation only on a terminal (rich decides, and
-    honours NO_COLOR and FORCE_COLOR); nothing is wrapped when a program reads it."""
-    console = Console(file=stream, highlight=False, soft_wrap=True)
+    honours NO_COLOR and FORCE_COLOR), none at all when `plain`; nothing is wrapped when a program
+    reads it."""
+    console = Console(file=stream, highlight=False, soft_wrap=True, no_color=plain)
     if not console.is_terminal:
-        console = Console(file=stream, highlight=False, soft_wrap=True, width=PIPE_WIDTH)
+        console = Console(file=stream, highlight=False, soft_wrap=True, no_color=plain, width=PIPE_WIDTH)
     return console
 
 
@@ -93,7 +94,7 @@ class JsonView:
 
     def __init__(self, stdout: TextIO | None = None, err: Console | None = None) -> None:
         self.stdout = stdout or sys.stdout
-        self.err = err or console_for(sys.stderr)
+        self.err = err or console_for(sys.stderr, plain=True)
 
     def __enter__(self) -> "JsonView":
         return self

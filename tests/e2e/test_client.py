@@ -44,6 +44,8 @@ def failing_server(tmp_path_factory):
 def cli(*args: str, url: str | None, cwd, **env: str) -> subprocess.CompletedProcess:
     """Run the client to its end, stdout a pipe (as a script sees it)."""
     environ = clean_environ(**env)
+    for name in ("FORCE_COLOR", "TTY_COMPATIBLE", "TTY_INTERACTIVE"):   # would make rich colour a pipe
+        environ.pop(name, None)
     if url is not None:
         environ["ORDERENGINE_URL"] = url
     return subprocess.run([ORDERENGINE, *args], env=environ, cwd=cwd, stdin=subprocess.DEVNULL,

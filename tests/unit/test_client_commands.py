@@ -2,6 +2,7 @@
 and the exit status a script can rely on."""
 from __future__ import annotations
 
+import http.server
 import json
 import socket
 import threading
@@ -206,3 +207,87 @@ def test_a_slippage_that_is_not_a_number_is_a_usage_error():
     result = run("order", "SOL", "USDC", "1", "--slippage-bps", "x", "--url", dead_url())
 
     assert result.exit_code == 2
+
+
+class RefusingHttp:
+    """An HTTP server that answers every request with one status and the engine's error body."""
+
+    def __init__(self, status: int, code: str, message: str, headers: dict[str, str] | None = None) -> None:
+        body = json.dumps({"error": {"code": code, "message": message}}).encode()
+        self.seen: list[dict[str, str | None]] = []
+        seen = self.seen
+
+        class Handler(http.server.BaseHTTPRequestHandler):
+            def _answer(self) -> None:
+                seen.append({"path": self.path, "authorization": self.headers.get("Authorization"),
+                             "idempotency-key": self.headers.get("Idempotency-Key")})
+                self.rfile.read(int(self.headers.get("Content-Length") or 0))
+                self.send_response(status)
+                self.send_header("Content-Type", "application/json")
+                for name, value in (headers or {}).items():
+                    self.send_header(name, value)
+                self.send_header("Content-Length", str(len(body)))
+                self.end_headers()
+                self.wfile.write(body)
+
+            do_GET = do_POST = _answer
+
+            def log_message(self, *args) -> None:
+                pass
+
+        self.server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.url = f"http://127.0.0.1:{self.server.server_address[1]}"
+        threading.Thread(target=self.server.serve_forever, daemon=True).start()
+
+
+@pytest.fixture
+def refusing():
+    servers: list[RefusingHttp] = []
+
+    def start(*args, **kwargs) -> RefusingHttp:
+        servers.append(RefusingHttp(*args, **kwargs))
+        return servers[-1]
+
+    yield start
+    for server in servers:
+        server.server.shutdown()
+        server.server.server_close()
+
+
+def test_a_401_exits_2_and_hints_at_key_and_ORDERENGINE_KEY(refusing):
+    server = refusing(401, "UNAUTHORIZED", "A valid API key is needed.")
+
+    result = run("order", "SOL", "USDC", "1", "--url", server.url, "--key", "wrong", "--idempotency-key", "k1")
+
+    assert result.exit_code == 2
+    assert "401 UNAUTHORIZED: A valid API key is needed." in result.stderr
+    assert "--key" in result.stderr and "ORDERENGINE_KEY" in result.stderr
+    assert server.seen == [{"path": "/api/orders/execute", "authorization": "Bearer wrong",
+                            "idempotency-key": "k1"}]
+
+
+def test_an_overloaded_server_exits_2_and_passes_on_when_to_try_again(refusing):
+    server = refusing(503, "OVERLOADED", "Too many orders are queued.", {"Retry-After": "7"})
+
+    result = run("order", "SOL", "USDC", "1", "--url", server.url, "--json")
+
+    assert result.exit_code == 2
+    assert result.stdout == ""
+    assert "OVERLOADED" in result.stderr and "7 s" in result.stderr
+
+
+def test_a_socket_refused_at_the_handshake_with_401_hints_at_key():
+    from websockets.http11 import Response
+    from websockets.datastructures import Headers
+
+    def refuse(connection, request):
+        return Response(401, "Unauthorized", Headers(), b"")
+
+    with serve(lambda ws: None, "127.0.0.1", 0, process_request=refuse) as server:
+        threading.Thread(target=server.serve_forever, daemon=True).start()
+        url = f"http://127.0.0.1:{server.socket.getsockname()[1]}"
+        result = run("watch", ORDER_ID, "--url", url)
+        server.shutdown()
+
+    assert result.exit_code == 2
+    assert "401" in result.stderr and "ORDERENGINE_KEY" in result.stderr

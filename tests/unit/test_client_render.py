@@ -89,3 +89,28 @@ def test_the_orders_table_has_a_row_per_order_with_the_full_id_and_error_code(tm
     assert row.split() == ["2026-11-26T10:00:00.000Z", ORDER_ID, "failed", "SOL→USDC", "1", "raydium", "3",
                            "TX_FAILED"]
     assert "\x1b[" not in header + row   # not a terminal: no ANSI codes
+
+
+def test_on_a_terminal_a_spinner_shows_the_current_status_and_elapsed_time_and_on_a_pipe_nothing(tmp_path):
+    from io import StringIO
+
+    from rich.console import Console
+
+    from orderengine.client.follow import Event
+    from orderengine.client.view import HumanView
+
+    screen = Console(file=StringIO(), force_terminal=True, width=200)
+    with HumanView(screen, screen) as view:
+        assert view.live is not None
+        view.event(Event(SUBMITTED, ""))
+        plain = Console(file=StringIO(), width=200)
+        plain.print(view.waiting)
+    status_line = plain.file.getvalue().strip()
+    assert status_line.split()[1:] == ["submitted", status_line.split()[2]]
+    assert status_line.split()[2].endswith("s") and float(status_line.split()[2][:-1]) >= 0
+
+    with open(tmp_path / "pipe.txt", "w") as stream:
+        with HumanView(console_for(stream), console_for(stream)) as piped:
+            assert piped.live is None
+            piped.event(Event(SUBMITTED, ""))
+    assert (tmp_path / "pipe.txt").read_text() == lines(SUBMITTED)[0] + "\n"
