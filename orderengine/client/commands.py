@@ -27,7 +27,8 @@ OUTCOMES = {"confirmed": EXIT_CONFIRMED, "failed": EXIT_NOT_FILLED, "cancelled":
 AUTH_HINT = "pass an API key with --key or the ORDERENGINE_KEY environment variable"
 
 EXIT_HELP = ("Exit status: 0 confirmed; 1 failed or cancelled; 2 bad usage, a request the server "
-             "refused (4xx, e.g. a validation error or an unknown order), or no answer from the server.")
+             "refused (4xx, e.g. a validation error or an unknown order), a server that cannot be reached "
+             "or is unavailable (5xx), or a socket that dropped for good; 130 interrupted.")
 
 
 def exit_status(terminal_status: str) -> int:
@@ -110,7 +111,8 @@ def watch(api: Api, as_json: bool, order_id: str, since: int) -> None:
         sys.exit(_follow(view, api, order_id, since))
 
 
-@click.command(epilog="Exit status: 0 listed; 2 bad usage, a refused request, or no answer from the server.")
+@click.command(epilog="Exit status: 0 listed; 2 bad usage, a request the server refused (4xx), or a server "
+                      "that cannot be reached or is unavailable (5xx).")
 @click.option("--status", metavar="S", help="Only orders in this status (pending, …, confirmed, failed, cancelled).")
 @click.option("--client-order-id", metavar="ID", help="Only orders with this clientOrderId.")
 @click.option("--limit", type=int, metavar="N", help="Orders per page, 1..500 [server default: 50].")
