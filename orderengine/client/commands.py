@@ -15,9 +15,9 @@ from typing import Any, Callable
 import click
 
 from orderengine.client.follow import Event, Reconnecting, SocketRefused, StreamLost, follow
-from orderengine.client.http import Api, ApiError, ClientError
+from orderengine.client.http import Api, ApiError, ClientError, Unreachable
 from orderengine.client.render import EventFormatter, orders_table
-from orderengine.client.view import HumanView, JsonView, console_for
+from orderengine.client.view import HumanView, JsonView, console_for, json_line
 
 EXIT_CONFIRMED = 0
 EXIT_NOT_FILLED = 1     # failed or cancelled
@@ -96,7 +96,7 @@ def order(api: Api, as_json: bool, token_in: str, token_out: str, amount: str, s
         accepted = answer.body if isinstance(answer.body, dict) else {}
         order_id = str(accepted.get("orderId"))
         view.accepted(accepted, answer.headers.get("Idempotent-Replayed") == "true")
-        sys.exit(_follow(view, api, order_id, 0))
+        sys.exit(_follow(view, api, order_id, 0, placed=True))
 
 
 @click.command(epilog=EXIT_HELP)
@@ -130,7 +130,7 @@ def orders(api: Api, as_json: bool, status: str | None, client_order_id: str | N
             page_orders = page.get("orders") or []
             if as_json:
                 for snapshot in page_orders:
-                    JsonView(sys.stdout, err).accepted(snapshot, False)
+                    click.echo(json_line(snapshot))
             listed.extend(page_orders)
             before = page.get("next")
             if not before or not all_pages:
@@ -157,8 +157,9 @@ def _view(as_json: bool, formatter: EventFormatter) -> HumanView | JsonView:
     return JsonView(sys.stdout, err) if as_json else HumanView(console_for(sys.stdout), err, formatter)
 
 
-def _follow(view: HumanView | JsonView, api: Api, order_id: str, since: int) -> int:
-    """Show the order's events until the terminal one; the exit status it calls for."""
+def _follow(view: HumanView | JsonView, api: Api, order_id: str, since: int, placed: bool = False) -> int:
+    """Show the order's events until the terminal one; the exit status it calls for. Cut off after
+    the order is known to exist (`placed`, or an event seen), it says how to pick the order up."""
     last = since
     try:
         for item in follow(api, order_id, since):
@@ -172,12 +173,14 @@ def _follow(view: HumanView | JsonView, api: Api, order_id: str, since: int) -> 
     except KeyboardInterrupt:
         view.note(f"stopped following; the order goes on: orderengine watch {order_id} --since {last}")
         return EXIT_INTERRUPTED
-    except StreamLost as exc:
+    except (StreamLost, Unreachable) as exc:
+        if not (placed or last > since):
+            _fail(view, exc)
         view.note(f"orderengine: {exc}; the order goes on: orderengine watch {order_id} --since {last}")
         return EXIT_ERROR
     except ClientError as exc:
         _fail(view, exc)
-    return EXIT_ERROR  # the server closed normally without the terminal event: say nothing was decided
+    return EXIT_ERROR  # not reached: follow() ends with the terminal event or raises
 
 
 def _fail(view: HumanView | JsonView, exc: ClientError) -> None:

@@ -8,7 +8,7 @@ import urllib.error
 import urllib.parse
 import urllib.request
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Mapping
 
 TIMEOUT_S = 15
 
@@ -38,7 +38,7 @@ class ApiError(ClientError):
 class Answer:
     status: int
     body: Any
-    headers: dict[str, str]
+    headers: Mapping[str, str]   # looked up without regard to case
 
 
 class Api:
@@ -80,7 +80,7 @@ class Api:
             request.add_header("Content-Type", "application/json")
         try:
             with urllib.request.urlopen(request, timeout=self.timeout) as response:
-                return Answer(response.status, _json(response.read()), dict(response.headers))
+                return Answer(response.status, _json(response.read()), response.headers)
         except urllib.error.HTTPError as exc:
             raise _api_error(exc) from None
         except urllib.error.URLError as exc:

@@ -89,6 +89,11 @@ class HumanView:
             self.live.start()
 
 
+def json_line(obj: Any) -> str:
+    """`obj` as compact JSON on one line."""
+    return json.dumps(obj, separators=(",", ":"))
+
+
 class JsonView:
     """One JSON object per line on stdout: the accepted answer, then each event as received."""
 
@@ -103,11 +108,11 @@ class JsonView:
         pass
 
     def accepted(self, body: dict[str, Any], replayed: bool) -> None:
-        self._write(json.dumps(body, separators=(",", ":")))
+        self._write(json_line(body))
 
     def event(self, event: Event) -> None:
         # as received; a message sent over several lines is re-encoded so each object is one line
-        self._write(event.raw if "\n" not in event.raw else json.dumps(event.data, separators=(",", ":")))
+        self._write(event.raw if "\n" not in event.raw else json_line(event.data))
 
     def reconnecting(self, r: Reconnecting) -> None:
         self.note(f"{r.why}; reconnecting in {r.delay_s:g} s ({r.attempt}/{r.of}) from seq {r.since}")
