@@ -14,7 +14,7 @@ from typing import Any, Callable
 
 import click
 
-from orderengine.client.follow import Event, Reconnecting, SocketRefused, StreamLost, follow
+from orderengine.client.follow import Reconnecting, SocketRefused, StreamLost, follow
 from orderengine.client.http import Api, ApiError, ClientError, Unreachable
 from orderengine.client.render import EventFormatter, orders_table
 from orderengine.client.view import HumanView, JsonView, console_for, json_line
@@ -52,7 +52,8 @@ def connection_options(command: Callable) -> Callable:
     @click.option("--url", envvar="ORDERENGINE_URL", show_envvar=True, metavar="URL",
                   help="The engine's address [default: http://127.0.0.1:$PORT].")
     @click.option("--key", envvar="ORDERENGINE_KEY", show_envvar=True, metavar="KEY",
-                  help="API key, sent as 'Authorization: Bearer KEY' (needed when the engine runs AUTH=keys).")
+                  help="API key, sent as 'Authorization: Bearer KEY' (needed when the engine runs "
+                       "AUTH=keys).")
     @click.option("--json", "as_json", is_flag=True,
                   help="Machine output: one JSON object per line, no spinner, no colour.")
     @functools.wraps(command)
@@ -73,8 +74,10 @@ def connection_options(command: Callable) -> Callable:
 @click.argument("token_in")
 @click.argument("token_out")
 @click.argument("amount")
-@click.option("--slippage-bps", type=int, metavar="N", help="Slippage tolerance, 0..10000 [server default: 50].")
-@click.option("--client-order-id", metavar="ID", help="Your own reference for the order (at most 64 characters).")
+@click.option("--slippage-bps", type=int, metavar="N",
+              help="Slippage tolerance, 0..10000 [server default: 50].")
+@click.option("--client-order-id", metavar="ID",
+              help="Your own reference for the order (at most 64 characters).")
 @click.option("--idempotency-key", metavar="K",
               help="Sent as Idempotency-Key: the same key with the same order places it only once.")
 @connection_options
@@ -113,7 +116,8 @@ def watch(api: Api, as_json: bool, order_id: str, since: int) -> None:
 
 @click.command(epilog="Exit status: 0 listed; 2 bad usage, a request the server refused (4xx), or a server "
                       "that cannot be reached or is unavailable (5xx).")
-@click.option("--status", metavar="S", help="Only orders in this status (pending, …, confirmed, failed, cancelled).")
+@click.option("--status", metavar="S",
+              help="Only orders in this status (pending, …, confirmed, failed, cancelled).")
 @click.option("--client-order-id", metavar="ID", help="Only orders with this clientOrderId.")
 @click.option("--limit", type=int, metavar="N", help="Orders per page, 1..500 [server default: 50].")
 @click.option("--all", "all_pages", is_flag=True, help="Every page, not only the newest (follows `next`).")

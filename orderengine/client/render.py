@@ -94,7 +94,8 @@ def _amount(amount: Any, token: str | None) -> str:
 
 
 def _clock(at: Any) -> str:
-    """The time of day of an ISO timestamp (the server's UTC), as sent: 2026-…T10:00:00.123Z → 10:00:00.123."""
+    """The time of day of an ISO timestamp (the server's UTC), as sent:
+    2026-…T10:00:00.123Z → 10:00:00.123."""
     text = str(at or "")
     return text.partition("T")[2].rstrip("Z")[:12] or "--:--:--.---"
 

@@ -3,7 +3,6 @@ from __future__ import annotations
 
 import json
 import subprocess
-import time
 import uuid
 
 import pytest
@@ -161,7 +160,7 @@ def test_a_url_with_nothing_listening_exits_2(tmp_path):
     assert f"cannot reach {url}" in result.stderr
 
 
-def test_order_survives_a_crash_and_restart_of_the_server_by_reconnecting_after_the_last_event(harness, tmp_path):
+def test_order_survives_a_server_crash_and_restart_by_reconnecting_after_the_last_event(harness, tmp_path):
     env = serve_env(tmp_path, MOCK_EXEC_LATENCY_MS=4000)
     url = f"http://127.0.0.1:{env['PORT']}"
     first = harness.serve(env)

@@ -148,8 +148,8 @@ def test_watch_since_asks_only_for_the_later_events(scripted):
 
 
 def test_an_unknown_order_exits_2_with_the_servers_message(scripted):
-    server = scripted(([json.dumps({"error": {"code": "ORDER_NOT_FOUND", "message": "No order has the id x."}})],
-                       4404))
+    refusal = json.dumps({"error": {"code": "ORDER_NOT_FOUND", "message": "No order has the id x."}})
+    server = scripted(([refusal], 4404))
 
     result = run("watch", ORDER_ID, "--url", server.url)
 
@@ -257,7 +257,8 @@ def refusing():
 def test_a_401_exits_2_and_hints_at_key_and_ORDERENGINE_KEY(refusing):
     server = refusing(401, "UNAUTHORIZED", "A valid API key is needed.")
 
-    result = run("order", "SOL", "USDC", "1", "--url", server.url, "--key", "wrong", "--idempotency-key", "k1")
+    result = run("order", "SOL", "USDC", "1", "--url", server.url, "--key", "wrong",
+                 "--idempotency-key", "k1")
 
     assert result.exit_code == 2
     assert "401 UNAUTHORIZED: A valid API key is needed." in result.stderr

@@ -43,7 +43,8 @@ def test_the_happy_path_reads_as_one_line_per_event_with_the_decision_and_the_fi
     assert lines(PENDING, ROUTING, BUILDING, SUBMITTED, CONFIRMED) == [
         "10:00:01.123  #1   pending    MARKET 1.5 SOL → USDC, slippage 50 bps, clientOrderId mine-7",
         "10:00:02.123  #2   routing    attempt 1, asking meteora, raydium",
-        "10:00:03.123  #3   building   venue raydium, expectedOut 224.483254 USDC, minAmountOut 223.360837 USDC"
+        "10:00:03.123  #3   building   venue raydium, expectedOut 224.483254 USDC,"
+        " minAmountOut 223.360837 USDC"
         " | quotes: meteora amountOut 224.385326 fee 0.001206975 SOL netOut 224.385326;"
         " raydium amountOut 224.483254 fee 0.00375 SOL netOut 224.483254;"
         " orca error QUOTE_TIMEOUT: No quote within 2000 ms.",
@@ -55,7 +56,8 @@ def test_the_happy_path_reads_as_one_line_per_event_with_the_decision_and_the_fi
 
 def test_a_retry_says_which_attempt_failed_why_and_when_the_next_starts():
     assert lines(RETRYING) == [
-        "10:00:05.123  #5   retrying   attempt 1 failed: TX_FAILED: The transaction failed on chain.; retry in 500 ms"]
+        "10:00:05.123  #5   retrying   attempt 1 failed: TX_FAILED: The transaction failed on chain.;"
+        " retry in 500 ms"]
 
 
 def test_a_failure_gives_the_error_code_message_and_attempts():
@@ -74,7 +76,8 @@ def test_without_the_pending_event_amounts_are_shown_without_a_token():
 
 
 def test_a_status_this_client_does_not_know_still_shows_its_data():
-    assert lines(event(6, "settling", {"venue": "raydium"})) == ["10:00:06.123  #6   settling   venue raydium"]
+    assert lines(event(6, "settling", {"venue": "raydium"})) == [
+        "10:00:06.123  #6   settling   venue raydium"]
 
 
 def test_the_orders_table_has_a_row_per_order_with_the_full_id_and_error_code(tmp_path):
