@@ -84,6 +84,22 @@ def test_order_json_prints_the_accepted_answer_then_every_event_with_gapless_seq
     assert events == server.events(accepted["orderId"])
 
 
+def test_the_same_idempotency_key_places_the_order_once_and_shows_it_again(server, tmp_path):
+    key = f"cli-{uuid.uuid4()}"
+    argv = ["order", "SOL", "USDC", "0.2", "--client-order-id", key[:20], "--idempotency-key", key]
+
+    first = cli(*argv, url=server.base_url, cwd=tmp_path)
+    again = cli(*argv, url=server.base_url, cwd=tmp_path)
+
+    assert first.returncode == 0 and again.returncode == 0, first.stderr + again.stderr
+    order_id = first.stdout.split()[1]
+    assert again.stdout.splitlines()[0] == (f"order {order_id} accepted (Idempotency-Key seen before: "
+                                            "this is the order it made)")
+    assert event_statuses(again.stdout) == LIFECYCLE     # replayed from the log
+    listed = server.get("/api/orders", params={"clientOrderId": key[:20]}).json()["orders"]
+    assert [o["orderId"] for o in listed] == [order_id]
+
+
 def test_the_default_url_is_127_0_0_1_on_the_engines_PORT(server, tmp_path):
     port = server.base_url.rsplit(":", 1)[1]
 
