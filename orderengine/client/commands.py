@@ -4,11 +4,12 @@ the WebSocket, as any client would.
 Exit status: 0 the order was `confirmed`; 1 it ended `failed` or `cancelled`; 2 nothing to say
 about an outcome: bad usage, a request the server refused (any 4xx, e.g. a validation error or an
 unknown order), a server that cannot be reached or is unavailable (5xx), or a socket that dropped
-and did not come back; 130 interrupted (the order itself goes on).
+and did not come back; 130 interrupted, 141 stdout closed by its reader (the order itself goes on).
 """
 from __future__ import annotations
 
 import functools
+import os
 import sys
 from typing import Any, Callable
 
@@ -23,6 +24,7 @@ EXIT_CONFIRMED = 0
 EXIT_NOT_FILLED = 1     # failed or cancelled
 EXIT_ERROR = 2          # usage, refusal, connection: no outcome to report
 EXIT_INTERRUPTED = 130
+EXIT_BROKEN_PIPE = 141  # what a shell reports for a tool killed by SIGPIPE (`… | head -2`)
 OUTCOMES = {"confirmed": EXIT_CONFIRMED, "failed": EXIT_NOT_FILLED, "cancelled": EXIT_NOT_FILLED}
 AUTH_HINT = "pass an API key with --key or the ORDERENGINE_KEY environment variable"
 
@@ -67,6 +69,9 @@ def connection_options(command: Callable) -> Callable:
         except KeyboardInterrupt:   # while following, _follow says how to pick the order up again
             click.echo("orderengine: interrupted", err=True)
             sys.exit(EXIT_INTERRUPTED)
+        except BrokenPipeError:     # the reader went away: stop quietly, as `head` expects
+            os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+            sys.exit(EXIT_BROKEN_PIPE)
     return wrapper
 
 

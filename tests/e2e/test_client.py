@@ -100,6 +100,22 @@ def test_the_same_idempotency_key_places_the_order_once_and_shows_it_again(serve
     assert [o["orderId"] for o in listed] == [order_id]
 
 
+def test_a_reader_that_stops_reading_ends_the_client_quietly(server, tmp_path):
+    client = subprocess.Popen([ORDERENGINE, "order", "SOL", "USDC", "0.3", "--json"], stdout=subprocess.PIPE,
+                              stderr=subprocess.PIPE, text=True, cwd=tmp_path,
+                              env=dict(clean_environ(), ORDERENGINE_URL=server.base_url))
+    try:
+        accepted = json.loads(client.stdout.readline())
+        client.stdout.close()                      # as `| head -1` does
+        _, stderr = client.communicate(timeout=RUN_TIMEOUT_S)
+    finally:
+        if client.poll() is None:
+            client.kill()
+    assert client.returncode == 141
+    assert "Traceback" not in stderr and "Exception" not in stderr
+    server.wait_for_status([accepted["orderId"]], {"confirmed"}, timeout=20)   # the order goes on
+
+
 def test_the_default_url_is_127_0_0_1_on_the_engines_PORT(server, tmp_path):
     port = server.base_url.rsplit(":", 1)[1]
 
