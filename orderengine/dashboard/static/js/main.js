@@ -24,7 +24,7 @@ async function loadRecent() {
     board.addSnapshots(data.orders);
     if (olderCursor === undefined) olderCursor = data.next;
   } catch (error) {
-    board.loadError = error instanceof KeyRefused ? "An API key is needed to see orders." : error.message;
+    board.loadError = error;
   }
   showSummary();
 }
@@ -38,7 +38,7 @@ async function loadOlder() {
     board.addSnapshots(data.orders);
     olderCursor = data.next;
   } catch (error) {
-    board.loadError = error.message;
+    board.loadError = error;
   } finally {
     button.disabled = false;
     showSummary();
@@ -59,17 +59,22 @@ function showSummary() {
   const hasRows = board.rows.size > 0;
   empty.hidden = hasRows;
   if (!hasRows) {
-    if (board.loadError) {
+    if (board.loadError instanceof KeyRefused) {
+      empty.dataset.state = "key";
+      $("#orders-empty-title").textContent = "An API key is needed";
+      $("#orders-empty-text").textContent = "This server shows orders to the holder of a key: " +
+        "use \u201cEnter API key\u201d at the top.";
+    } else if (board.loadError) {
       empty.dataset.state = "error";
       $("#orders-empty-title").textContent = "The orders could not be loaded";
-      $("#orders-empty-text").textContent = `${board.loadError} The page tries again when the connection is back.`;
+      $("#orders-empty-text").textContent = `${board.loadError.message} The page tries again when the connection is back.`;
     } else if (board.loaded) {
       empty.dataset.state = "empty";
       $("#orders-empty-title").textContent = "No orders yet";
       fill($("#orders-empty-text"),
-        "Place one with the form: it appears here at once and updates live as it is routed, sent and confirmed. ",
-        "Orders placed elsewhere (", h("code", {}, "POST /api/orders/execute"), ", ",
-        h("code", {}, "orderengine order SOL USDC 1"), ") show up here too.");
+        "Place one with the form: it appears here at once and updates live as it is routed, sent and " +
+        "confirmed. Orders placed elsewhere show up too, e.g. ", h("code", {}, "orderengine order SOL USDC 1"),
+        " or ", h("code", {}, "POST /api/orders/execute"), ".");
     }
   }
   $("#load-older").hidden = !hasRows || !olderCursor || board.trimmed;
