@@ -33,7 +33,11 @@ function placesFor(text, atLeast, significant) {
 export function amount(text, token) {
   if (text == null || text === "") return "";
   const base = DISPLAY_DECIMALS[String(token).toUpperCase()] ?? 4;
-  return fixed(text, placesFor(text, base, 0));
+  const shown = fixed(text, placesFor(text, base, 0));
+  // a tiny amount keeps its first digits, without zeros padded after them
+  const [whole, part = ""] = shown.split(".");
+  const kept = part.length > base ? part.replace(/0+$/, "").padEnd(base, "0") : part;
+  return kept ? `${whole}.${kept}` : whole;
 }
 
 /** A price: about seven significant digits (150.1603, 1.000455, 0.006681). */

@@ -17,6 +17,9 @@ const COLUMNS = 9;
 
 const parseTime = (iso) => (iso ? Date.parse(iso) : NaN);
 
+/** When what a row shows was true; an order this page only just placed has no such time yet. */
+const shownAt = (order) => (order.provisional || !order.updatedAt ? -Infinity : parseTime(order.updatedAt));
+
 export class OrderBoard {
   constructor(table, { onChange } = {}) {
     this.table = table;
@@ -26,6 +29,8 @@ export class OrderBoard {
     this.dirty = new Set();
     this.frame = 0;
     this.skewSamples = [];      // local clock minus server clock, from events' `at`
+    this.fetching = new Set();  // order ids whose snapshot is being read
+    this.summaryDue = false;
     this.loaded = false;
     this.loadError = null;
     setInterval(() => this.tick(), 100);
@@ -47,11 +52,12 @@ export class OrderBoard {
       row = this.create(order.orderId, { ...order });
     } else if (TERMINAL.has(row.order.status) && !TERMINAL.has(order.status)) {
       return;   // a stale snapshot: a final status never goes back
-    } else if (!(parseTime(order.updatedAt) >= parseTime(row.order.updatedAt))) {
+    } else if (parseTime(order.updatedAt) < shownAt(row.order)) {
       return;
     } else {
       const { createdAt } = row.order;
       row.order = { ...row.order, ...order };
+      delete row.order.provisional;
       if (createdAt !== order.createdAt) this.reposition(row);
     }
     this.markDirty(row);
@@ -64,9 +70,10 @@ export class OrderBoard {
       this.markDirty(this.rows.get(orderId));
       return;
     }
+    // its times are guesses until its first event or snapshot says (both of which win over it)
     const now = new Date(this.serverNow()).toISOString();
     const row = this.create(orderId, {
-      orderId, type: "MARKET", status: "pending", attempts: 0, createdAt: now, updatedAt: now,
+      orderId, type: "MARKET", status: "pending", attempts: 0, createdAt: now, updatedAt: null,
       tokenIn: String(request.tokenIn).toUpperCase(), tokenOut: String(request.tokenOut).toUpperCase(),
       amountIn: String(request.amountIn), slippageBps: request.slippageBps ?? 50,
       clientOrderId: request.clientOrderId ?? null, provisional: true,
@@ -83,7 +90,7 @@ export class OrderBoard {
     if (!row) {
       if (event.seq !== 1) {
         // its start was missed (it began before this page subscribed): fetch the snapshot
-        this.fetchSnapshot(event.orderId);
+        if (!this.fetching.has(event.orderId)) this.fetchSnapshot(event.orderId);
         return;
       }
       row = this.create(event.orderId, { orderId: event.orderId, status: "pending", createdAt: event.at,
@@ -93,14 +100,16 @@ export class OrderBoard {
     const order = row.order;
     const stale = event.seq <= row.lastSeq
       || (TERMINAL.has(order.status) && !TERMINAL.has(event.status))
-      || parseTime(event.at) < parseTime(order.updatedAt);
+      || parseTime(event.at) < shownAt(order);
     if (!stale) {
       row.lastSeq = event.seq;
       applyToOrder(order, event);
-      if (event.status === "pending" && order.provisional) {
+      if (order.provisional) {
         delete order.provisional;
-        order.createdAt = event.at;
-        this.reposition(row);
+        if (event.status === "pending") {   // the time it was accepted, from the server
+          order.createdAt = event.at;
+          this.reposition(row);
+        }
       }
     }
     if (row.open && missingSeqs(row)) this.loadEvents(row);
@@ -109,11 +118,14 @@ export class OrderBoard {
   }
 
   async fetchSnapshot(orderId) {
+    this.fetching.add(orderId);
     try {
       const { data } = await api(`/api/orders/${encodeURIComponent(orderId)}`);
       this.upsertSnapshot(data);
       this.changed();
-    } catch { /* the next list read brings it */ }
+    } catch { /* the next list read brings it */ } finally {
+      this.fetching.delete(orderId);
+    }
   }
 
   // --- rows -----------------------------------------------------------------------------
@@ -210,11 +222,20 @@ export class OrderBoard {
 
   markDirty(row) {
     this.dirty.add(row);
+    this.schedule();
+  }
+
+  schedule() {
     if (!this.frame) this.frame = requestAnimationFrame(() => this.flush());
   }
 
+  /** Draw what changed, at most once a frame however many events came in. */
   flush() {
     this.frame = 0;
+    if (this.summaryDue) {
+      this.summaryDue = false;
+      this.onChange(this);
+    }
     for (const row of this.dirty) {
       if (!this.rows.has(row.id)) continue;
       renderRow(row, this);
@@ -224,7 +245,8 @@ export class OrderBoard {
   }
 
   changed() {
-    this.onChange(this);
+    this.summaryDue = true;
+    this.schedule();
   }
 
   counts() {
