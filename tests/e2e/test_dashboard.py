@@ -16,7 +16,7 @@ except ImportError:   # the chromium fixture skips these tests (fails them with 
 
 pytestmark = pytest.mark.e2e
 
-LIVE_MS = 8_000   # an order takes ~2 s; the page's own re-read of quiet orders comes after 10 s
+LIVE_MS = 9_000   # an order takes ~2 s; the page's own re-read of quiet orders comes 10 s after its last event
 IN_FLIGHT = re.compile(r"^(pending|routing|building|submitted)$")
 DECIMAL = re.compile(r"^\d[\d,]*\.\d+$")
 

@@ -149,7 +149,9 @@ export class OrderForm {
   /** "≈ 376.23 USDC at Meteora's mid price": a guide only (floats); the quotes decide. */
   estimate(tokenIn, tokenOut, amountText) {
     const amount = Number(amountText);
-    if (!/^\d*\.?\d+$/.test(amountText) || !(amount > 0)) return "";
+    if (!/^\d*\.?\d+$/.test(amountText) || !(amount > 0)) {
+      return "Every venue is asked for a quote when the order is routed; the best net amount out wins.";
+    }
     let best = null;
     for (const pair of this.pairs) {
       const [a, b] = pair.tokens;

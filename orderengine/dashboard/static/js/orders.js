@@ -403,7 +403,11 @@ function quotesSection(row, building) {
   if (!building) {
     let text = "Quotes appear here once the order is routed.";
     if (row.loadingEvents && !row.events.size) text = "Loading…";
-    else if (TERMINAL.has(row.order.status)) text = "No quotes: the order ended before it was routed.";
+    else if (TERMINAL.has(row.order.status)) {
+      text = [...row.events.values()].some((e) => e.status === "routing")
+        ? "No venue was chosen: the event log says why."
+        : "No quotes: the order ended before it was routed.";
+    }
     return [title, h("p", { class: "empty-inline" }, text)];
   }
   const d = building.data || {};
