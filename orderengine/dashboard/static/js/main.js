@@ -119,7 +119,7 @@ function showKey() {
 // --- start --------------------------------------------------------------------------------
 
 const stream = new OrderStream({
-  onEvent: (event) => board.applyEvent(event),
+  onEvent: (event) => board.applyEvent(event, true),
   onSubscribed: () => loadRecent(),     // whatever happened while the socket was away
   onState: showConnection,
 });
@@ -137,10 +137,7 @@ $("#load-older").addEventListener("click", loadOlder);
 $("#forget-key").addEventListener("click", () => {
   forgetKey();
   // the orders shown were that key's: start again as a caller without one
-  for (const row of board.rows.values()) row.body.remove();
-  board.rows.clear();
-  board.sorted = [];
-  board.loaded = false;
+  board.clear();
   olderCursor = undefined;
   showSummary();
   stream.reconnectNow();

@@ -83,9 +83,9 @@ export class OrderBoard {
     this.changed();
   }
 
-  /** One event from the socket (or from GET /events when a row is opened). */
-  applyEvent(event) {
-    this.noteClock(event.at);
+  /** One event: `live` from the socket (just published), or read from GET /events. */
+  applyEvent(event, live = false) {
+    if (live) this.noteClock(event.at);
     let row = this.rows.get(event.orderId);
     if (!row) {
       if (event.seq !== 1) {
@@ -181,6 +181,16 @@ export class OrderBoard {
     }
   }
 
+  /** Forget every order (they belonged to a key that was just forgotten). */
+  clear() {
+    for (const row of this.rows.values()) row.body.remove();
+    this.rows.clear();
+    this.sorted = [];
+    this.loaded = false;
+    this.trimmed = false;
+    this.changed();
+  }
+
   toggle(row) {
     row.open = !row.open;
     row.main.setAttribute("aria-expanded", String(row.open));
@@ -197,7 +207,6 @@ export class OrderBoard {
       for (const event of data) {
         if (!row.events.has(event.seq)) this.applyEvent(event);
       }
-      row.eventsLoaded = true;
     } catch (error) {
       row.eventsError = error.message;
     } finally {
