@@ -80,7 +80,7 @@ def browser_page(chromium):
     recorded = BrowserPage(page)
     page.on("request", lambda request: recorded.requests.append(request.url))
     page.on("websocket", lambda ws: recorded.websockets.append(ws.url))
-    page.on("console", lambda message: recorded.errors.append(message.text) if message.type == "error" else None)
+    page.on("console", lambda message: message.type == "error" and recorded.errors.append(message.text))
     page.on("pageerror", lambda error: recorded.errors.append(f"uncaught: {error}"))
     try:
         yield recorded

@@ -16,7 +16,7 @@ except ImportError:   # the chromium fixture skips these tests (fails them with 
 
 pytestmark = pytest.mark.e2e
 
-LIVE_MS = 9_000   # an order takes ~2 s; the page's own re-read of quiet orders comes 10 s after its last event
+LIVE_MS = 9_000   # an order takes ~2 s; the page re-reads a quiet order only 10 s after its last event
 IN_FLIGHT = re.compile(r"^(pending|routing|building|submitted)$")
 DECIMAL = re.compile(r"^\d[\d,]*\.\d+$")
 
@@ -57,7 +57,7 @@ def test_an_order_placed_in_the_form_goes_live_to_confirmed_and_opens_to_both_ve
     row = page.locator("tbody.order").first
     expect(row).to_contain_text("from-the-form")
     expect(row.locator(".order-row .badge")).to_have_text(IN_FLIGHT)       # there at once, in flight
-    expect(row.locator(".order-row .badge")).to_have_text("confirmed", timeout=LIVE_MS)   # live, by the socket
+    expect(row.locator(".order-row .badge")).to_have_text("confirmed", timeout=LIVE_MS)  # by the socket
 
     [order] = server.get("/api/orders").json()["orders"]
     assert order["clientOrderId"] == "from-the-form" and order["status"] == "confirmed"

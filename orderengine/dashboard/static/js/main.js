@@ -5,7 +5,7 @@ import { api } from "./api.js";
 import { forgetKey, getKey, KeyRefused, keyEvents, needsKey, promptForKey } from "./auth.js";
 import { $, fill, h } from "./dom.js";
 import { OrderForm } from "./form.js";
-import { OrderBoard } from "./orders.js";
+import { OrderBoard, TERMINAL } from "./orders.js";
 import { OrderStream } from "./stream.js";
 import { VenuePanel } from "./venues.js";
 
@@ -52,7 +52,8 @@ function showSummary() {
     ["failed", counts.failed, "failed"], ["cancelled", counts.cancelled, "cancelled"],
   ].filter(([, n], i) => n > 0 || i < 2);
   fill($("#order-counts"), board.rows.size
-    ? chips.map(([label, n, kind]) => h("span", { class: "count", dataset: { kind } }, h("strong", {}, String(n)), ` ${label}`))
+    ? chips.map(([label, n, kind]) =>
+        h("span", { class: "count", dataset: { kind } }, h("strong", {}, String(n)), ` ${label}`))
     : null);
 
   const empty = $("#orders-empty");
@@ -67,7 +68,8 @@ function showSummary() {
     } else if (board.loadError) {
       empty.dataset.state = "error";
       $("#orders-empty-title").textContent = "The orders could not be loaded";
-      $("#orders-empty-text").textContent = `${board.loadError.message} The page tries again when the connection is back.`;
+      $("#orders-empty-text").textContent =
+        `${board.loadError.message} The page tries again when the connection is back.`;
     } else if (board.loaded) {
       empty.dataset.state = "empty";
       $("#orders-empty-title").textContent = "No orders yet";
@@ -82,7 +84,7 @@ function showSummary() {
 
 /** Pub/sub is at most once: an order in flight that has gone quiet is read again. */
 function checkStale() {
-  const quiet = [...board.rows.values()].some((row) => !["confirmed", "failed", "cancelled"].includes(row.order.status)
+  const quiet = [...board.rows.values()].some((row) => !TERMINAL.has(row.order.status)
     && Date.now() - Date.parse(row.order.updatedAt) > STALE_CHECK_MS);
   if (quiet && connection.state === "live") loadRecent();
 }

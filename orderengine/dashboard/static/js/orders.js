@@ -476,12 +476,13 @@ function logSection(row, events) {
   if (row.eventsError) return [title, h("p", { class: "error-text" }, `Could not load the events: ${row.eventsError}`)];
   if (!events.length) return [title, h("p", { class: "empty-inline" }, "Loading…")];
   const start = parseTime(row.order.createdAt) || parseTime(events[0].at);
-  return [title, h("ol", { class: "log" }, events.map((e) => h("li", { class: "log-item", dataset: { status: e.status } },
+  const item = (e) => h("li", { class: "log-item", dataset: { status: e.status } },
     h("span", { class: "log-seq" }, `#${e.seq}`),
     badge(e.status),
     h("span", { class: "log-time", title: e.at }, fmt.clock(e.at, true)),
     h("span", { class: "log-offset" }, `+${fmt.duration(parseTime(e.at) - start)}`),
-    h("span", { class: "log-text" }, describe(e, row.order)))))];
+    h("span", { class: "log-text" }, describe(e, row.order)));
+  return [title, h("ol", { class: "log" }, events.map(item))];
 }
 
 /** One line about an event, in words. */
@@ -491,7 +492,8 @@ export function describe(event, order) {
   switch (event.status) {
     case "pending":
       return `Accepted: ${d.amountIn ?? order.amountIn} ${d.tokenIn ?? order.tokenIn} → ${d.tokenOut ?? out}, ` +
-             `slippage ${d.slippageBps ?? order.slippageBps} bps` + (d.clientOrderId ? `, client id ${d.clientOrderId}` : "");
+             `slippage ${d.slippageBps ?? order.slippageBps} bps` +
+             (d.clientOrderId ? `, client id ${d.clientOrderId}` : "");
     case "routing":
       return `Attempt ${event.attempt}: asking ${(d.venues || []).map(fmt.venueName).join(", ") || "the venues"} for quotes`;
     case "building":
