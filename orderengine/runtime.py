@@ -34,7 +34,9 @@ class Runtime:
     def __init__(self, settings: Settings, redis_client: Any = None,
                  registry: VenueRegistry | None = None) -> None:
         self.settings = settings
-        self.engine = create_db_engine(settings.database_url, pool_size=settings.worker_concurrency + 5)
+        self.engine = create_db_engine(settings.database_url, pool_size=settings.worker_concurrency + 5,
+                                       connect_timeout_s=settings.db_connect_timeout_s,
+                                       statement_timeout_ms=settings.db_statement_timeout_ms)
         if redis_client is None and settings.redis_url:
             redis_client = redis.Redis.from_url(settings.redis_url, socket_connect_timeout=2,
                                                 socket_timeout=5, health_check_interval=15)
