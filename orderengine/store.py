@@ -483,6 +483,15 @@ class OrderStore:
                                                         orders.c.status.in_(_ACTIVE_VALUES))).all()
         return [r for r in rows if r.work_token == tokens[r.id]]
 
+    def first_events(self, order_ids: list[str]) -> dict[str, Event]:
+        """The `pending` event (seq 1) of each of these orders that is stored, by id: which
+        orders a commit whose answer was lost did store."""
+        if not order_ids:
+            return {}
+        query = sa.select(order_events).where(order_events.c.order_id.in_(order_ids), order_events.c.seq == 1)
+        with self.engine.connect() as conn:
+            return {r.order_id: Event.from_row(r) for r in conn.execute(query)}
+
     def last_events(self, order_ids: list[str], status: Status) -> dict[str, Event]:
         """Each order's latest event with `status`, in one query."""
         if not order_ids:
