@@ -26,12 +26,14 @@ No order waits forever (README, "No order waits forever"). Each case and its bou
     a row; then, if nothing can have been sent in this attempt (pending, routing,
     retrying), the order ends `failed` STEP_FAILED (or the venue's own code);
   - where a transaction may be out (a send that raised, a resumed `building`,
-    `submitted`), nothing ends and nothing is sent anew until the venue has answered
-    about it: a `lookup` that says it never got it (then `failed`, with the venue's
-    code or STEP_FAILED), FAILED (the attempt failed), or - for a submitted one it
-    calls UNKNOWN - its validity window has passed and a last `lookup` still says
-    UNKNOWN (then `failed` TX_DROPPED). A venue that cannot answer at all keeps being
-    asked, every STEP_RETRY_MAX_S at most: failing then could hide a fill;
+    `submitted`), nothing ends and no new attempt starts until the venue has answered
+    about it: FAILED (the attempt failed), or UNKNOWN from a `lookup` made after its
+    validity window has passed (from `building` for a send that kept failing: then
+    `failed` with the venue's code or STEP_FAILED; from `submitted` for one the venue
+    forgot: `failed` TX_DROPPED). Until then a send is repeated only under the same
+    client tx id (idempotent), and not at all once STEP_MAX_FAILURES is reached. A
+    venue that cannot answer at all keeps being asked, every STEP_RETRY_MAX_S at
+    most: ending the order then could hide a fill;
   - a venue not loaded here: nothing sent -> the attempt fails VENUE_UNAVAILABLE (a new
     attempt routes afresh); maybe sent -> the order is handed back for a worker that
     has the venue, and after the venue's validity window (when it can no longer land)
@@ -448,8 +450,8 @@ class OrderExecutor:
                     submitted.append((held, status.signature))  # it went out before: it was in time
                 elif id(held) in late:
                     failed.append((held, self._expiry()))
-                elif self._exhausted(held):  # never got it, after all those tries: give up
-                    failed.append((held, self._gave_up_error(held)))
+                elif self._exhausted(held):  # never got it, after all those tries: stop sending
+                    self._give_up_after_window(venue, held, failed)
                 else:
                     to_send.append(held)
         else:
@@ -482,6 +484,21 @@ class OrderExecutor:
                     failed.append((held, error))
                 else:
                     submitted.append((held, status.signature))
+
+    def _give_up_after_window(self, venue: Venue, held: Held, failed: list) -> None:
+        """An order whose sends broke STEP_MAX_FAILURES times and that the venue says it
+        never got. A send that timed out may still be on its way, and could land until
+        the venue's validity window (from `building`) has passed: no more sends, and it
+        fails only once the window is over and a lookup still says UNKNOWN (this one,
+        or the one at the window's end)."""
+        now = utcnow()
+        end = (held.since or now) + dt.timedelta(seconds=_window(venue))
+        if now >= end:
+            failed.append((held, self._gave_up_error(held)))
+            return
+        log.warning("sends kept failing; not sending again, asking the venue until the validity window ends",
+                    extra={"order_id": held.id, "venue": venue.name})
+        self.later([held], max(POLL_MIN_S, min(POLL_MAX_S, (end - now).total_seconds())))
 
     def _lookups(self, venue: Venue, orders: list[Held],
                  unknown: list[tuple[Held, BaseException]]) -> list[TxStatus] | None:
