@@ -4,6 +4,7 @@ the venue forgot, a venue that is not loaded, a quote that raises anything."""
 from __future__ import annotations
 
 import datetime as dt
+import time
 from decimal import Decimal
 
 import pytest
@@ -124,19 +125,34 @@ def order_in_building_on(runtime, venue_name: str) -> str:
 
 
 def test_an_order_maybe_sent_on_a_venue_not_loaded_is_left_to_others_then_fails_after_the_window(
-        start_engine, monkeypatch):
+        start_engine, monkeypatch, caplog):
     monkeypatch.setattr(Venue, "validity_window_s", 2.0)  # what is assumed for a venue not loaded here
     alpha = FakeVenue("alpha")
     rt = start_engine(alpha)
     order_id = order_in_building_on(rt, "gone")
-    # inside the window: no worker without the venue holds it, and nothing is sent anywhere
-    wait_for(lambda: rt.store.get(order_id).work_owner is None and rt.worker.pump.waiting == 0, timeout=5)
-    assert rt.store.get(order_id).status == "building"
+    # inside the window: a worker without the venue does not take it (nor keep taking it back)
+    time.sleep(1.2)
+    row = rt.store.get(order_id)
+    assert row.status == "building" and row.work_owner is None
+    assert not [r for r in caplog.records if "handing it to a worker" in r.getMessage()]
     row = wait_terminal(rt, order_id, timeout=15)
     assert row.status == "failed" and row.error["code"] == "VENUE_UNAVAILABLE"
     assert statuses(rt, order_id) == ["pending", "routing", "building", "failed"]  # no new attempt
     assert rt.store.events(order_id)[-1].at - rt.store.events(order_id)[2].at >= dt.timedelta(seconds=2)
     assert alpha.executions == 0
+
+
+def test_an_order_maybe_sent_on_a_venue_not_loaded_here_is_finished_by_a_worker_that_has_it(start_engine):
+    gone = FakeVenue("gone")
+    without = start_engine(FakeVenue("alpha"))
+    order_id = order_in_building_on(without, "gone")
+    held = without.store.get(order_id)
+    without.store.set_work(order_id, held.work_token, Work(held.work_token, without.worker.worker_id, utcnow()))
+    without.worker.executor.run([Held.of(without.store.get(order_id))])  # it finds the venue missing
+    assert without.store.get(order_id).work_owner is None  # handed back
+    start_engine(gone)  # a worker that has the venue
+    row = wait_terminal(without, order_id, timeout=10)
+    assert row.status == "confirmed" and row.venue == "gone" and gone.fills == 1
 
 
 def test_an_attempt_whose_venue_is_not_loaded_before_anything_was_sent_fails_and_is_retried(runtime):
