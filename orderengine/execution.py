@@ -562,7 +562,7 @@ class OrderExecutor:
             start = held.since or now
             (overdue if now >= start + dt.timedelta(seconds=window) else waiting).append(held)
         for held in waiting:
-            log.error("venue does not know a submitted transaction; asking again until its "
+            log.warning("venue does not know a submitted transaction; asking again until its "
                       "validity window ends", extra={"order_id": held.id, "venue": venue.name})
             start = held.since or now
             left = (start + dt.timedelta(seconds=window) - now).total_seconds()
