@@ -11,7 +11,7 @@ from orderengine.db import create_db_engine
 from orderengine.models import workers
 from orderengine.store import Work
 from orderengine.sweeper import Sweeper
-from tests.integration.watching import order_request
+from tests.integration.watching import order_request, wait_for
 from venues.chain import engine_for
 
 pytestmark = pytest.mark.integration
@@ -57,3 +57,30 @@ def test_a_worker_whose_clock_is_an_hour_behind_keeps_its_orders(fleet):
     judge = Sweeper(runtime.settings, runtime.store, "honest-host:1:abcd", wake=lambda: None)
     assert judge.sweep() == 0
     assert runtime.store.get(order_id).work_owner == services.worker_id
+
+
+def test_an_order_whose_commit_answer_was_lost_on_postgres_is_answered_201_and_runs_once(fleet, monkeypatch):
+    import threading
+
+    import psycopg
+
+    from orderengine.intake import submit_order
+    from tests.integration.watching import status_of
+
+    worker = fleet.worker()
+    runtime = worker.runtime
+    real = runtime.engine.dialect.do_commit
+    left = [1]
+
+    def commit_then_lose_the_answer(dbapi_connection):
+        real(dbapi_connection)
+        if left[0] and threading.current_thread().name.startswith("intake-writer"):
+            left[0] -= 1
+            raise psycopg.OperationalError("server closed the connection unexpectedly")
+
+    monkeypatch.setattr(runtime.engine.dialect, "do_commit", commit_then_lose_the_answer)
+    accepted = submit_order(runtime, order_request(), idempotency_key="lost-commit")  # a transaction
+    assert left == [0]
+    wait_for(lambda: status_of(runtime.engine, accepted.order_id) == "confirmed", timeout=30)
+    again = submit_order(runtime, order_request(), idempotency_key="lost-commit")
+    assert again.order_id == accepted.order_id and again.replayed
