@@ -131,10 +131,12 @@ def test_an_order_maybe_sent_on_a_venue_not_loaded_is_left_to_others_then_fails_
     rt = start_engine(alpha)
     order_id = order_in_building_on(rt, "gone")
     # inside the window: a worker without the venue does not take it (nor keep taking it back)
-    time.sleep(1.2)
-    row = rt.store.get(order_id)
-    assert row.status == "building" and row.work_owner is None
-    assert not [r for r in caplog.records if "handing it to a worker" in r.getMessage()]
+    deadline = time.monotonic() + 1.2
+    while time.monotonic() < deadline:
+        row = rt.store.get(order_id)
+        assert row.status == "building" and row.work_owner is None
+        assert not [r for r in caplog.records if "handing it to a worker" in r.getMessage()]
+        time.sleep(0.05)
     row = wait_terminal(rt, order_id, timeout=15)
     assert row.status == "failed" and row.error["code"] == "VENUE_UNAVAILABLE"
     assert statuses(rt, order_id) == ["pending", "routing", "building", "failed"]  # no new attempt
