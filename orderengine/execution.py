@@ -536,12 +536,7 @@ class OrderExecutor:
                 for held, status in zip(chunk, statuses):
                     if status.state is TxState.UNKNOWN:
                         lost.append(held)
-                    elif status.state is TxState.CONFIRMED:
-                        confirmed.append((held, status))
-                    elif status.state is TxState.FAILED:
-                        failed.append((held, error_from_dict({"code": status.error_code or "TX_FAILED",
-                                                              "message": status.error_message})))
-                    else:
+                    elif not _ended(held, status, confirmed, failed):
                         held.answered()
                         pending.append(held)
             if pending:  # still pending: ask again (nothing written)
@@ -557,15 +552,14 @@ class OrderExecutor:
         latest). After it, a last `lookup` by client tx id: UNKNOWN still -> TX_DROPPED."""
         window = _window(venue)
         now = utcnow()
-        waiting, overdue = [], []
+        overdue = []
         for held in lost:
-            start = held.since or now
-            (overdue if now >= start + dt.timedelta(seconds=window) else waiting).append(held)
-        for held in waiting:
+            left = ((held.since or now) + dt.timedelta(seconds=window) - now).total_seconds()
+            if left <= 0:
+                overdue.append(held)
+                continue
             log.warning("venue does not know a submitted transaction; asking again until its "
-                      "validity window ends", extra={"order_id": held.id, "venue": venue.name})
-            start = held.since or now
-            left = (start + dt.timedelta(seconds=window) - now).total_seconds()
+                        "validity window ends", extra={"order_id": held.id, "venue": venue.name})
             self.later([held], max(POLL_MIN_S, min(POLL_MAX_S, left)))
         if not overdue:
             return
@@ -577,12 +571,9 @@ class OrderExecutor:
             self._broke(overdue, exc, "_settle")
             return
         for held, status in zip(overdue, last):
-            if status.state is TxState.CONFIRMED:
-                confirmed.append((held, status))
-            elif status.state is TxState.FAILED:
-                failed.append((held, error_from_dict({"code": status.error_code or "TX_FAILED",
-                                                      "message": status.error_message})))
-            elif status.state is TxState.PENDING:
+            if _ended(held, status, confirmed, failed):
+                continue
+            if status.state is TxState.PENDING:
                 held.answered()
                 self.later([held], _poll_interval(venue))
             else:
@@ -700,6 +691,18 @@ def _one_each(answers: list, asked: list, venue: Venue, method: str) -> list:
     if len(answers) != len(asked):
         raise ValueError(f"{venue.name}.{method} answered {len(answers)} items for {len(asked)}")
     return answers
+
+
+def _ended(held: Held, status: TxStatus, confirmed: list, failed: list) -> bool:
+    """Sort a transaction the venue says is final into confirmed or failed (True), else False."""
+    if status.state is TxState.CONFIRMED:
+        confirmed.append((held, status))
+    elif status.state is TxState.FAILED:
+        failed.append((held, error_from_dict({"code": status.error_code or "TX_FAILED",
+                                              "message": status.error_message})))
+    else:
+        return False
+    return True
 
 
 def _window(venue: Venue) -> float:
