@@ -33,6 +33,7 @@ from dataclasses import dataclass
 from decimal import Decimal
 from typing import Any, Callable, Iterable
 
+from orderengine import metrics
 from orderengine.amounts import decimal_str
 from orderengine.clock import after_ms, utcnow
 from orderengine.config import Settings
@@ -210,6 +211,7 @@ class OrderExecutor:
     def _expire(self, expired: list[Held]) -> None:
         self._attempts_failed([(h, self._expiry()) for h in expired])
 
+    @metrics.step("start_attempts")
     def _start_attempts(self, group: list[Held]) -> None:
         group, expired = self._expired(group)
         self._expire(expired)
@@ -231,10 +233,12 @@ class OrderExecutor:
         if started:
             self._fetch_quotes(started)
 
+    @metrics.step("fetch_quotes")
     def _fetch_quotes(self, group: list[Held]) -> None:
         requests = [QuoteRequest(by_symbol(h.token_in), by_symbol(h.token_out), h.amount_in) for h in group]
         self.fetcher.fetch_many(requests, lambda outcomes: self._spawn(self._route, group, outcomes))
 
+    @metrics.step("route")
     def _route(self, group: list[Held], outcomes: list[list[QuoteOutcome]]) -> None:
         failed: list[tuple[Held, ExecutionError]] = []
         changes, deciding = [], []
@@ -274,6 +278,7 @@ class OrderExecutor:
                 held.decision = decisions[held.id].data
         self._send(group, known_unsent=False)
 
+    @metrics.step("send")
     def _send(self, group: list[Held], known_unsent: bool) -> None:
         submitted: list[tuple[Held, str]] = []
         unknown: list[Held] = []
@@ -360,6 +365,7 @@ class OrderExecutor:
             unknown.extend(orders)
             return None
 
+    @metrics.step("settle")
     def _settle(self, group: list[Held]) -> None:
         confirmed: list[tuple[Held, TxStatus]] = []
         failed: list[tuple[Held, ExecutionError]] = []
@@ -394,6 +400,7 @@ class OrderExecutor:
         self._confirm(confirmed)
         self._attempts_failed(failed)
 
+    @metrics.step("confirm")
     def _confirm(self, confirmed: list[tuple[Held, TxStatus]]) -> None:
         changes, changes_out = [], {}
         for held, status in confirmed:
@@ -447,6 +454,7 @@ class OrderExecutor:
         for held in group:
             event = by_id.get(held.id)
             if event is not None:
+                metrics.order_moved(held.created_at, event)
                 held.moved(event)
                 moved.append(held)
         return moved
