@@ -18,7 +18,9 @@ from pathlib import Path
 from typing import MutableMapping
 
 ENV = "PROMETHEUS_MULTIPROC_DIR"
-#: in a directory `prepare` made (and so may delete); an operator's own is only emptied
+PREFIX = "orderengine-metrics-"
+#: in a directory `prepare` made (and so may delete), holding the pid of the master that uses it;
+#: an operator's own directory is only emptied
 MARKER = ".made-by-orderengine"
 
 
@@ -28,19 +30,45 @@ def prepare(environ: MutableMapping[str, str] = os.environ, reexec: bool = False
     The operator's PROMETHEUS_MULTIPROC_DIR when set (created if missing; its metric files are
     deleted at a fresh start, so a previous run's figures are not summed in), otherwise a new
     temporary directory. `reexec`: this master replaces another (SIGUSR2), whose processes still
-    write to the directory it inherited: nothing is deleted."""
-    given = environ.get(ENV)
-    if given:
-        path = Path(given)
+    write to the directory it inherited: nothing is deleted, and one `prepare` made is now ours."""
+    given = Path(environ[ENV]) if environ.get(ENV) else None
+    ours = given is not None and (given / MARKER).exists()
+    if ours and reexec:
+        (given / MARKER).write_text(str(os.getpid()))
+        return given
+    if given is not None and not ours:
         if not reexec:
-            path.mkdir(parents=True, exist_ok=True)
-            for stale in path.glob("*.db"):
+            given.mkdir(parents=True, exist_ok=True)
+            for stale in given.glob("*.db"):
                 stale.unlink(missing_ok=True)
-        return path
-    path = Path(tempfile.mkdtemp(prefix="orderengine-metrics-"))
-    (path / MARKER).touch()
+        return given
+    _remove_abandoned(Path(tempfile.gettempdir()))
+    path = Path(tempfile.mkdtemp(prefix=PREFIX))
+    (path / MARKER).write_text(str(os.getpid()))
     environ[ENV] = str(path)
     return path
+
+
+def _remove_abandoned(parent: Path) -> None:
+    """Delete the directories of masters that died without `remove` (SIGKILL): a few
+    64 KiB files per process each, which would otherwise pile up in the temporary directory."""
+    for path in parent.glob(PREFIX + "*"):
+        try:
+            owner = int((path / MARKER).read_text() or 0)
+        except (OSError, ValueError):
+            continue
+        if owner and not _alive(owner):
+            shutil.rmtree(path, ignore_errors=True)
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # someone else's process
+        return True
+    return True
 
 
 def process_exited(pid: int, environ: MutableMapping[str, str] = os.environ) -> None:

@@ -57,6 +57,19 @@ def test_a_master_replaced_by_sigusr2_leaves_the_directory_to_its_successor(tmp_
     assert not made.exists()
 
 
+def test_a_directory_left_by_a_killed_master_is_deleted_when_the_next_one_starts(tmp_tempdir):
+    dead = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True,
+                          text=True, check=True)
+    abandoned = metrics_files.prepare({})
+    (abandoned / metrics_files.MARKER).write_text(dead.stdout.strip())  # its master was SIGKILLed
+    in_use = metrics_files.prepare({})  # by this (live) process
+    operators = tmp_tempdir / (metrics_files.PREFIX + "operator")
+    operators.mkdir()  # no marker: not ours, never deleted
+    metrics_files.prepare({})
+    assert not abandoned.exists()
+    assert in_use.exists() and operators.exists()
+
+
 def run_process(directory: Path, code: str) -> int:
     """Run `code` in a new Python process in multiprocess mode on `directory`; its pid."""
     env = {k: v for k, v in os.environ.items() if k != "PYTHONPATH"}
