@@ -202,3 +202,20 @@ def test_a_scraper_that_asks_for_openmetrics_gets_it(client):
     assert response.status_code == 200
     assert response.content_type.startswith("application/openmetrics-text")
     assert response.get_data(as_text=True).rstrip().endswith("# EOF")
+
+
+def test_the_grafana_dashboard_and_the_readme_ask_only_for_metrics_the_engine_exports(client):
+    import json
+    import re
+    from pathlib import Path
+
+    repo = Path(__file__).resolve().parents[2]
+    exported = set(scrape(client).types)  # family names: counters without _total, histograms without suffixes
+    dashboard = json.loads((repo / "deploy" / "grafana-dashboard.json").read_text())
+    exprs = [t["expr"] for panel in dashboard["panels"] for t in panel["targets"]]
+    readme = (repo / "README.md").read_text()
+    queries = re.search(r"```promql\n(.*?)```", readme, re.S).group(1)
+    asked = set(re.findall(r"orderengine_[a-z_]+", " ".join(exprs) + queries))
+    families = {re.sub(r"(_total|_bucket|_count|_sum)$", "", name) for name in asked}
+    assert families and families <= exported, families - exported
+    assert len(exprs) >= 10
