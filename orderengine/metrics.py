@@ -272,7 +272,7 @@ class QueueDepth:
 
 
 class _Scrape:
-    """The collectors of one scrape, as one registry for `generate_latest`."""
+    """The collectors of one scrape, as one registry for the encoder."""
 
     def __init__(self, *sources: Any) -> None:
         self.sources = sources

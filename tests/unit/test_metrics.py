@@ -5,6 +5,7 @@ after with one before; the venues have names of their own per test.
 """
 from __future__ import annotations
 
+import socket
 import threading
 import urllib.request
 import uuid
@@ -179,17 +180,20 @@ def test_websockets_open_goes_up_while_a_socket_is_open_and_down_when_it_closes(
     wait_for(lambda: open_sockets() == before, timeout=5)
 
 
-def test_a_worker_serves_its_metrics_on_metrics_port_and_none_without_it():
-    from tests.e2e.harness import free_port
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
 
+
+def test_a_worker_serves_its_metrics_on_metrics_port_and_none_without_it():
     assert metrics.serve_worker_metrics(make_settings()) is None
     port = free_port()
     server = metrics.serve_worker_metrics(make_settings(metrics_port=port))
     try:
         with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=5) as response:
             text = Scrape(response.read().decode())
-        assert text.has("orderengine_step_seconds_count") or "orderengine_step_seconds" in text.types
-        assert "orderengine_quotes" in text.types
+        assert {"orderengine_step_seconds", "orderengine_quotes", "orderengine_order_events"} <= set(text.types)
         with pytest.raises(ConfigError, match=f"METRICS_PORT {port}"):  # taken: start-up says so
             metrics.serve_worker_metrics(make_settings(metrics_port=port))
     finally:
@@ -219,3 +223,13 @@ def test_the_grafana_dashboard_and_the_readme_ask_only_for_metrics_the_engine_ex
     families = {re.sub(r"(_total|_bucket|_count|_sum)$", "", name) for name in asked}
     assert families and families <= exported, families - exported
     assert len(exprs) >= 10
+
+
+def test_metrics_are_served_without_the_queue_depth_while_the_database_is_away(client, runtime, monkeypatch):
+    def database_away():
+        raise OSError("connection refused")
+
+    monkeypatch.setattr(runtime.store, "count_unsubmitted", database_away)
+    scraped = scrape(client)
+    assert "orderengine_queue_depth" not in scraped.types
+    assert "orderengine_orders_created" in scraped.types
