@@ -8,6 +8,7 @@ process serves at once. psycopg 3 and redis-py cooperate with gevent's patched
 sockets by themselves. Settings come from the same place as the engine's
 (environment and .env).
 """
+from orderengine import metrics_files
 from orderengine.config import load_settings
 
 _settings = load_settings()
@@ -22,3 +23,19 @@ keepalive = 5
 accesslog = None
 # gunicorn's control socket defaults to one path per user, shared by every gunicorn on the host
 control_socket_disable = True
+
+# Metrics: every worker process writes its figures to files in one directory and /metrics sums
+# them (prometheus-client's multiprocess mode, orderengine/metrics_files.py). The directory is set
+# before the workers fork; so no preload_app, which would load the app (and the library) first.
+
+
+def on_starting(server):
+    metrics_files.prepare(reexec=bool(server.master_pid))
+
+
+def child_exit(server, worker):
+    metrics_files.process_exited(worker.pid)
+
+
+def on_exit(server):
+    metrics_files.remove(handing_over=bool(server.reexec_pid))

@@ -54,6 +54,7 @@ from dataclasses import dataclass
 from decimal import Decimal
 from typing import Any, Callable, Iterable
 
+from orderengine import metrics
 from orderengine.amounts import decimal_str
 from orderengine.clock import after_ms, utcnow
 from orderengine.config import Settings
@@ -323,6 +324,7 @@ class OrderExecutor:
     def _expire(self, expired: list[Held]) -> None:
         self._attempts_failed([(h, self._expiry()) for h in expired])
 
+    @metrics.step("start_attempts")
     def _start_attempts(self, group: list[Held]) -> None:
         group, expired = self._expired(group)
         self._expire(expired)
@@ -344,6 +346,7 @@ class OrderExecutor:
         if started:
             self._fetch_quotes(started)
 
+    @metrics.step("fetch_quotes")
     def _fetch_quotes(self, group: list[Held]) -> None:
         requests = [QuoteRequest(by_symbol(h.token_in), by_symbol(h.token_out), h.amount_in) for h in group]
 
@@ -357,6 +360,7 @@ class OrderExecutor:
                 self._broke(group, exc, "_route")
         self.fetcher.fetch_many(requests, decide_on)
 
+    @metrics.step("route")
     def _route(self, group: list[Held], outcomes: list[list[QuoteOutcome]]) -> None:
         failed: list[tuple[Held, ExecutionError]] = []
         changes, deciding = [], []
@@ -396,6 +400,7 @@ class OrderExecutor:
                 held.decision = decisions[held.id].data
         self._send(group, known_unsent=False)
 
+    @metrics.step("send")
     def _send(self, group: list[Held], known_unsent: bool) -> None:
         """Send the swaps of orders in `building` (`known_unsent`: just built by this worker,
         so none of them can be out yet; otherwise each is looked up first). A send whose
@@ -510,6 +515,7 @@ class OrderExecutor:
             unknown.extend((h, exc) for h in orders)
             return None
 
+    @metrics.step("settle")
     def _settle(self, group: list[Held]) -> None:
         """Ask the venue where each submitted transaction stands (one `statuses` call per
         venue). A venue that cannot answer is asked again after a backoff, without end:
@@ -581,6 +587,7 @@ class OrderExecutor:
                     f"{venue.name} does not know transaction {held.tx_hash} {window:g} s after it was "
                     "submitted (its validity window): it can no longer land. Not sent again.")))
 
+    @metrics.step("confirm")
     def _confirm(self, confirmed: list[tuple[Held, TxStatus]]) -> None:
         changes, changes_out = [], {}
         for held, status in confirmed:
@@ -634,6 +641,7 @@ class OrderExecutor:
         for held in group:
             event = by_id.get(held.id)
             if event is not None:
+                metrics.order_moved(held.created_at, event)
                 held.moved(event)
                 moved.append(held)
         return moved

@@ -42,6 +42,7 @@ from typing import Callable
 
 from sqlalchemy.exc import DBAPIError, InterfaceError, OperationalError, SQLAlchemyError
 
+from orderengine import metrics
 from orderengine.clock import utcnow
 from orderengine.errors import EngineError, IdempotencyKeyInUse, IdempotencyKeyReused, ServiceUnavailable
 from orderengine.events import Event
@@ -260,6 +261,7 @@ class Intake:
         self._settle_keys(losers)
         if not live:
             return
+        metrics.orders_created(len(live))
         self.store.bus.publish_many([t.event for t in live])  # best effort, as `publish`
         if log.isEnabledFor(logging.INFO):
             for t in live:

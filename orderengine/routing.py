@@ -19,6 +19,7 @@ from dataclasses import dataclass
 from decimal import ROUND_DOWN, Decimal
 from typing import Any, Callable, Mapping
 
+from orderengine import metrics
 from orderengine.amounts import decimal_str
 from orderengine.calls import VenueCalls
 from orderengine.errors import EngineError, InsufficientLiquidity, NoRoute, VenueTimeout
@@ -170,7 +171,9 @@ class QuoteFetcher:
         size = max(1, venue.max_batch)
         chunks = [requests[i:i + size] for i in range(0, len(requests), size)]
         answers = await asyncio.gather(*(self._chunk(name, venue, c) for c in chunks))
-        return [outcome for chunk in answers for outcome in chunk]
+        outcomes = [outcome for chunk in answers for outcome in chunk]
+        metrics.quotes_fetched(name, outcomes)
+        return outcomes
 
     async def _chunk(self, name: str, venue: Venue, requests: list[QuoteRequest]) -> list[QuoteOutcome]:
         try:

@@ -14,6 +14,7 @@ from typing import Any
 import redis
 
 from orderengine.bus import create_bus
+from orderengine.metrics import measured_venues
 from orderengine.config import Settings
 from orderengine.db import create_db_engine, ping
 from orderengine.execution import OrderExecutor, new_worker_id
@@ -123,8 +124,9 @@ class WorkerServices:
     def __init__(self, runtime: Runtime) -> None:
         s = runtime.settings
         self.worker_id = new_worker_id()
-        self.fetcher = QuoteFetcher(runtime.venues, timeout_s=s.quote_timeout_ms / 1000)
-        self.executor = OrderExecutor(s, runtime.store, runtime.venues, self.fetcher,
+        venues = measured_venues(runtime.venues)  # every call timed, every error counted
+        self.fetcher = QuoteFetcher(venues, timeout_s=s.quote_timeout_ms / 1000)
+        self.executor = OrderExecutor(s, runtime.store, venues, self.fetcher,
                                       build_throttle(s.max_orders_per_minute, runtime.redis),
                                       self._later, self.worker_id)
         self.pump = Pump(runtime.store, self.executor, self.worker_id)

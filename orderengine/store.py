@@ -26,6 +26,7 @@ from orderengine.clock import iso, utcnow
 from orderengine.db import writing
 from orderengine.errors import NotCancellable, OrderNotFound, ServiceUnavailable
 from orderengine.events import Event
+from orderengine import metrics
 from orderengine.lifecycle import ACTIVE, TERMINAL, Status, check_transition
 from orderengine.models import UTCDateTime, idempotency_keys, order_events, orders, workers
 from orderengine.schemas import OrderRequest
@@ -110,6 +111,7 @@ CANCEL_ROUNDS = 5  # a cancel re-reads the order this often while workers move i
 _ACTIVE_VALUES = sorted(s.value for s in ACTIVE)
 _NOT_YET_SENT = sorted(s.value for s in (Status.PENDING, Status.ROUTING, Status.RETRYING))
 _MAYBE_SENT = sorted(s.value for s in (Status.BUILDING, Status.SUBMITTED))
+_UNSUBMITTED = sorted([*_NOT_YET_SENT, Status.BUILDING.value])
 
 _SET_WORK = (sa.update(orders)
              # a terminal order has no token: the token alone says the order is still active
@@ -397,6 +399,7 @@ class OrderStore:
             events = [e for e in events if e.order_id in done]
             if events:
                 _insert_events(conn, events)
+        metrics.events_written(events)
         self.bus.publish_many(events)
         return events, stale
 
@@ -517,6 +520,7 @@ class OrderStore:
             applied, _ = self.transition_many([Change(order_id, row.work_token, Version.of(row),
                                                       Status.CANCELLED, {"reason": reason})])
             if applied:
+                metrics.order_moved(row.created_at, applied[0])
                 return self.require(order_id)
         raise ServiceUnavailable("The order kept changing while it was being cancelled; try again.")
 
@@ -569,6 +573,13 @@ class OrderStore:
                  .limit(limit))
         with self.engine.connect() as conn:
             return conn.execute(query).all()
+
+    def count_unsubmitted(self) -> int:
+        """Accepted orders not yet submitted to a venue (pending, routing, building, retrying):
+        one count on the status index."""
+        with self.engine.connect() as conn:
+            return conn.execute(sa.select(sa.func.count()).select_from(orders)
+                                .where(orders.c.status.in_(_UNSUBMITTED))).scalar_one()
 
     def release(self, owner: str) -> int:
         """Hand every order `owner` holds back to whoever claims next (graceful stop)."""

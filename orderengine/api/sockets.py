@@ -15,6 +15,7 @@ import time
 from flask import current_app, request
 from flask_sock import ConnectionClosed, Sock
 
+from orderengine import metrics
 from orderengine.errors import EngineError, OrderNotFound, ServiceUnavailable
 from orderengine.schemas import parse_events_since, parse_order_id
 from orderengine.intake import submit_order
@@ -36,6 +37,7 @@ MAX_EVENTS_PER_ROUND = 1000
 
 
 @sock.route("/api/orders/execute")
+@metrics.counts_socket
 def order_socket(ws) -> None:
     runtime = current_app.extensions["orderengine"]
     try:
@@ -60,6 +62,7 @@ def order_socket(ws) -> None:
 
 
 @sock.route("/api/orders/stream")
+@metrics.counts_socket
 def stream_socket(ws) -> None:
     """One socket, many orders: see orderengine/stream.py for the protocol."""
     runtime = current_app.extensions["orderengine"]
