@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from flask import Flask
 
-from orderengine.api import orders, system
+from orderengine.api import docs, orders, system
 from orderengine.api.errors import register_error_handlers
 from orderengine.api.orders import MAX_BODY_BYTES
 from orderengine.api.sockets import sock
@@ -29,5 +29,6 @@ def create_app(config: Settings | None = None, runtime: Runtime | None = None) -
     register_error_handlers(app)
     app.register_blueprint(orders.bp)
     app.register_blueprint(system.bp)
+    app.register_blueprint(docs.bp)
     sock.init_app(app)
     return app
