@@ -337,8 +337,9 @@ def build_document(app: Flask) -> dict[str, Any]:
 
 
 def _add_schemas(spec: APISpec) -> None:
-    spec.components.schema("Error", schema=shapes.ErrorDoc, description=(
-        "The one error shape. `error.code` is one of: " + ", ".join(_client_error_codes()) + "."))
+    spec.components.schema("Error", {"description": (
+        "The one error shape. `error.code` is one of: " + ", ".join(_client_error_codes()) + ".")},
+        schema=shapes.ErrorDoc)
     for name, schema in (("Accepted", shapes.AcceptedDoc), ("Snapshot", shapes.SnapshotDoc),
                          ("OrderPage", shapes.OrderPageDoc), ("Venues", shapes.VenuesDoc),
                          ("Health", shapes.HealthDoc)):
