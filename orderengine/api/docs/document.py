@@ -46,9 +46,10 @@ def _describe_custom_fields(self, field, ret: dict, **kwargs) -> dict[str, Any]:
     if isinstance(field, schemas.AmountField):
         return dict(_AMOUNT_IN)
     if isinstance(field, schemas.TokenField):
-        listed = ", ".join(f"{t.symbol} ({t.mint})" for t in TOKENS)
-        return {"type": "string", "example": "USDC" if field.data_key == "tokenOut" else "SOL",
-                "description": f"A token symbol (any case) or its mint address: {listed}."}
+        # The enum is the canonical spellings; the server also takes a symbol in any case.
+        return {"type": "string", "enum": [name for t in TOKENS for name in (t.symbol, t.mint)],
+                "example": "USDC" if field.data_key == "tokenOut" else "SOL",
+                "description": "A token by symbol (the server accepts any case, e.g. `sol`) or by mint address."}
     if schemas._order_type in getattr(field, "validators", ()):
         return {"enum": list(schemas.ORDER_TYPES)}
     return {}
@@ -82,6 +83,15 @@ LIST_PARAMETERS = [
      "description": "The `next` of the previous page (opaque); any other value is a 400.",
      "schema": {"type": "string", "minLength": 1, "maxLength": 200}},
 ]
+#: what a client does next with the orderId of a 201 (OpenAPI links; schemathesis follows them too)
+ORDER_LINKS = {
+    name: {"operationId": operation_id, "parameters": {"orderId": "$response.body#/orderId"},
+           "description": description}
+    for name, operation_id, description in (
+        ("GetOrder", "getOrder", "The order's snapshot."),
+        ("GetOrderEvents", "getOrderEvents", "The order's events so far."),
+        ("CancelOrder", "cancelOrder", "Cancel it while it is not yet sent."))
+}
 RETRY_AFTER = {"Retry-After": {"description": "Seconds to wait before trying again.",
                                "schema": {"type": "integer", "minimum": 0}}}
 
@@ -175,7 +185,7 @@ def _operations() -> dict[str, tuple[str, str, dict[str, Any]]]:
                             "slippageBps": 50}}}},
             "responses": {
                 "201": _json("Accepted (or, for a repeated Idempotency-Key with the same order, the first "
-                             "answer again).", "Accepted", headers={
+                             "answer again).", "Accepted", links=ORDER_LINKS, headers={
                     "Location": {"description": "/api/orders/{orderId}", "schema": {"type": "string"}},
                     "Idempotent-Replayed": {"description": "`true` when this is the answer to an earlier "
                                                            "request with the same Idempotency-Key.",
