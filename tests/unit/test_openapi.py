@@ -161,17 +161,17 @@ def test_every_non_python_file_of_the_package_is_declared_package_data():
     config.read(REPO / "setup.cfg")
     declared = {package: [p.strip() for p in patterns.replace("\n", ",").split(",") if p.strip()]
                 for package, patterns in config["options.package_data"].items()}
-    undeclared = []
-    for path in (REPO / "orderengine").rglob("*"):
-        if path.is_dir() or path.suffix in {".py", ".pyc"} or "__pycache__" in path.parts:
-            continue
-        folder = path.parent.relative_to(REPO).as_posix()
-        matches = [pattern for package, patterns in declared.items()
-                   for pattern in patterns
-                   if folder.startswith(package.replace(".", "/"))
-                   and fnmatch.fnmatch(path.relative_to(REPO / package.replace(".", "/")).as_posix(), pattern)]
-        if not matches:
-            undeclared.append(path.relative_to(REPO).as_posix())
+    def is_declared(path: Path) -> bool:
+        for package, patterns in declared.items():
+            folder = REPO / package.replace(".", "/")
+            if path.is_relative_to(folder) and any(fnmatch.fnmatch(path.relative_to(folder).as_posix(), pattern)
+                                                   for pattern in patterns):
+                return True
+        return False
+
+    undeclared = [path.relative_to(REPO).as_posix() for path in (REPO / "orderengine").rglob("*")
+                  if path.is_file() and path.suffix not in {".py", ".pyc"} and "__pycache__" not in path.parts
+                  and not is_declared(path)]
     assert not undeclared, f"add to setup.cfg [options.package_data]: {undeclared}"
 
 

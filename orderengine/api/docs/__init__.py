@@ -18,7 +18,8 @@ bp = Blueprint("docs", __name__)
 HERE = Path(__file__).resolve().parent
 SWAGGER_UI_FILES = ("swagger-ui.css", "swagger-ui-bundle.js", "favicon-32x32.png", "favicon-16x16.png")
 CSP = ("default-src 'none'; script-src 'self'; style-src 'self' 'unsafe-inline'; img-src 'self' data:; "
-       "connect-src 'self'; font-src 'self' data:; base-uri 'none'; form-action 'self'; frame-ancestors 'none'")
+       "connect-src 'self'; font-src 'self' data:; base-uri 'none'; form-action 'self'; "
+       "frame-ancestors 'none'")
 _DOCUMENT = "orderengine.openapi"
 
 

@@ -36,7 +36,8 @@ _AMOUNT_IN = {
          "description": "A JSON number, read with its exact digits (never through a float)."},
     ],
     "description": "Amount of tokenIn to sell: > 0, at most the token's decimals (SOL 9, USDC 6, USDT 6), "
-                   "at most 2^64−1 base units. Booleans, NaN, Infinity and exponents in strings are rejected.",
+                   "at most 2^64−1 base units. Booleans, NaN, Infinity and exponents in strings are "
+                   "rejected.",
     "example": "1.5",
 }
 
@@ -49,7 +50,8 @@ def _describe_custom_fields(self, field, ret: dict, **kwargs) -> dict[str, Any]:
         # The enum is the canonical spellings; the server also takes a symbol in any case.
         return {"type": "string", "enum": [name for t in TOKENS for name in (t.symbol, t.mint)],
                 "example": "USDC" if field.data_key == "tokenOut" else "SOL",
-                "description": "A token by symbol (the server accepts any case, e.g. `sol`) or by mint address."}
+                "description": "A token by symbol (the server accepts any case, e.g. `sol`) or by mint "
+                               "address."}
     if schemas._order_type in getattr(field, "validators", ()):
         return {"enum": list(schemas.ORDER_TYPES)}
     return {}
@@ -66,7 +68,8 @@ IDEMPOTENCY_KEY = {
     "name": "Idempotency-Key", "in": "header", "required": False,
     "description": "Makes a retry safe: the same key with the same order answers the first answer again "
                    "(with `Idempotent-Replayed: true`) and creates nothing; with a different order, 422 "
-                   "IDEMPOTENCY_KEY_REUSED; while the first request is in progress, 409 IDEMPOTENCY_KEY_IN_USE. "
+                   "IDEMPOTENCY_KEY_REUSED; while the first request is in progress, 409 "
+                   "IDEMPOTENCY_KEY_IN_USE. "
                    "Scoped to the caller's API key, kept IDEMPOTENCY_TTL_S (default 24 h).",
     "schema": {"type": "string", "minLength": 1, "maxLength": schemas.IDEMPOTENCY_KEY_MAX,
                "pattern": "^[\\x20-\\x7e]+$"},
@@ -129,33 +132,47 @@ CLOSE_CODES = {
 }
 _CLOSE_CODES_TEXT = "\n".join(f"- `{code}`: {meaning}" for code, meaning in CLOSE_CODES.items())
 
-ORDER_SOCKET = f"""**WebSocket.** Connect with `ws://HOST/api/orders/execute?orderId=<id>[&since=N]` (an HTTP
-upgrade; with AUTH=keys add `&apiKey=<key>` or the `Authorization: Bearer` header). The server sends every event
-of the order with `seq > N` (default 0) as a text message holding one `Event` object, first those already stored,
-then live ones, each exactly once and in `seq` order, then closes with 1000 after the terminal event (at once if
-the client already has it). It pings idle connections every 20 s and ignores what the client sends. A refused
-socket is accepted, sent one `{{"error": {{"code", "message", "fields"}}}}` message, then closed with its code:
+ORDER_SOCKET = f"""**WebSocket.** Connect with `ws://HOST/api/orders/execute?orderId=<id>[&since=N]` (an
+HTTP upgrade; with AUTH=keys add `&apiKey=<key>` or the `Authorization: Bearer` header). The server sends
+every event of the order with `seq > N` (default 0) as a text message holding one `Event` object, first
+those already stored, then live ones, each exactly once and in `seq` order, then closes with 1000 after the
+terminal event (at once if the client already has it). It pings idle connections every 20 s and ignores
+what the client sends. A refused socket is accepted, sent one `{{"error": {{"code", "message", "fields"}}}}`
+message, then closed with its code:
 
 {_CLOSE_CODES_TEXT}
 
 A plain HTTP GET (no upgrade) is answered 426 `UPGRADE_REQUIRED`; that is the only answer this document can
 describe as HTTP, so try-it-out shows it."""
 
-STREAM_SOCKET = f"""**WebSocket.** Connect with `ws://HOST/api/orders/stream` (with AUTH=keys `?apiKey=<key>` or
-the `Authorization: Bearer` header): one socket for many orders, open until the client closes it. The client
-sends JSON messages, each with an optional `requestId` (string or integer) that the answer echoes:
+#: the stream socket's conversation: (the client sends, the server answers)
+STREAM_MESSAGES = (
+    ('`{"action": "submit", "order": {…the POST body…}, "idempotencyKey": "…"}`',
+     '`{"type": "accepted", "orderId": …, "status": "pending"}` (`"replayed": true` for a key seen '
+     "before), then the order's events"),
+    ('`{"action": "subscribe", "orderId": "…", "since": N}`',
+     '`{"type": "subscribed", "orderId": …}`, then the events with `seq > N`: replay, then live, each '
+     "once, in order"),
+    ('`{"action": "subscribe", "all": true}`',
+     '`{"type": "subscribed", "all": true}`, then every event of every order of the caller from then on '
+     "(no replay)"),
+    ('`{"action": "unsubscribe", "orderId": "…"}` or `{"action": "unsubscribe", "all": true}`',
+     '`{"type": "unsubscribed", …}`; no more of those events'),
+    ("anything invalid: not JSON, an unknown action, a bad `since`, an order that is not the caller's",
+     '`{"type": "error", "error": {"code", "message", "fields"}}`; the socket stays open'),
+)
+_STREAM_TABLE = "\n".join(["| the client sends | the server answers |", "| --- | --- |"]
+                          + [f"| {sends} | {answers} |" for sends, answers in STREAM_MESSAGES])
 
-| the client sends | the server answers |
-| --- | --- |
-| `{{"action": "submit", "order": {{…the POST body…}}, "idempotencyKey": "…"}}` | `{{"type": "accepted", "orderId": …, "status": "pending"}}` (`"replayed": true` for a key seen before), then the order's events |
-| `{{"action": "subscribe", "orderId": "…", "since": N}}` | `{{"type": "subscribed", "orderId": …}}`, then the events with `seq > N`: replay, then live, each once, in order |
-| `{{"action": "subscribe", "all": true}}` | `{{"type": "subscribed", "all": true}}`, then every event of every order of the caller from then on (no replay) |
-| `{{"action": "unsubscribe", "orderId": "…"}}` or `{{"action": "unsubscribe", "all": true}}` | `{{"type": "unsubscribed", …}}`; no more of those events |
-| anything invalid: not JSON, an unknown action, a bad `since`, an order that is not the caller's | `{{"type": "error", "error": {{"code", "message", "fields"}}}}`; the socket stays open |
+STREAM_SOCKET = f"""**WebSocket.** Connect with `ws://HOST/api/orders/stream` (with AUTH=keys `?apiKey=<key>`
+or the `Authorization: Bearer` header): one socket for many orders, open until the client closes it. The
+client sends JSON messages, each with an optional `requestId` (string or integer) that the answer echoes:
 
-Events are `Event` objects (each carries `orderId`); a subscription ends by itself after its order's terminal
-event. The submit obeys the rules of POST /api/orders/execute, idempotency, rate limit and queue limit
-included. Close codes when the socket is refused or fails:
+{_STREAM_TABLE}
+
+Events are `Event` objects (each carries `orderId`); a subscription ends by itself after its order's
+terminal event. The submit obeys the rules of POST /api/orders/execute, idempotency, rate limit and queue
+limit included. Close codes when the socket is refused or fails:
 
 {_CLOSE_CODES_TEXT}
 
@@ -194,7 +211,8 @@ def _operations() -> dict[str, tuple[str, str, dict[str, Any]]]:
                 "409": _error("A request with this Idempotency-Key is still in progress; retry",
                               "IDEMPOTENCY_KEY_IN_USE"),
                 "413": _error("The body is over 64 KiB", "PAYLOAD_TOO_LARGE"),
-                "415": _error("The body is not JSON, or not sent as application/json", "UNSUPPORTED_MEDIA_TYPE"),
+                "415": _error("The body is not JSON, or not sent as application/json",
+                              "UNSUPPORTED_MEDIA_TYPE"),
                 "422": _error("This Idempotency-Key came before with a different order; nothing was done",
                               "IDEMPOTENCY_KEY_REUSED"),
                 "429": _error("Over RATE_LIMIT_PER_MINUTE order submissions in 60 s", "RATE_LIMITED",
@@ -244,9 +262,10 @@ def _operations() -> dict[str, tuple[str, str, dict[str, Any]]]:
                           "503": UNAVAILABLE}}),
         "orders.cancel_order": ("/api/orders/{orderId}/cancel", "post", {
             "tags": ["orders"], "operationId": "cancelOrder", "summary": "Cancel an order not yet sent",
-            "description": "An order in `pending`, `routing` or `retrying` ends `cancelled` (a terminal event "
-                           "with `data.reason`); an order already cancelled answers 200 again, unchanged. From "
-                           "`building` on, the swap may be on its way to the chain: 409, and nothing changes.",
+            "description": "An order in `pending`, `routing` or `retrying` ends `cancelled` (a terminal "
+                           "event with `data.reason`); an order already cancelled answers 200 again, "
+                           "unchanged. From `building` on, the swap may be on its way to the chain: 409, "
+                           "and nothing changes.",
             "parameters": [ORDER_ID],
             "responses": {"200": _json("The order's snapshot, cancelled.", "Snapshot"), "400": BAD_REQUEST,
                           "401": UNAUTHORIZED, "404": ORDER_NOT_FOUND,
@@ -313,9 +332,9 @@ JSON number or a decimal string.
 **Errors** have one shape: `{{"error": {{"code": "VALIDATION_ERROR", "message": "…", "fields": {{"amountIn":
 ["…"]}}}}}}`. No input a client can send yields a 500.
 
-**WebSockets.** `GET /api/orders/execute?orderId=<id>[&since=N]` (one order) and `GET /api/orders/stream` (many
-orders) are WebSocket addresses: see their operations under *websockets* and their `x-websocket` extension.
-Close codes:
+**WebSockets.** `GET /api/orders/execute?orderId=<id>[&since=N]` (one order) and `GET /api/orders/stream`
+(many orders) are WebSocket addresses: see their operations under *websockets* and their `x-websocket`
+extension. Close codes:
 
 {_CLOSE_CODES_TEXT}
 """

@@ -28,7 +28,8 @@ def _text(description: str, **kwargs) -> fields.String:
 class ErrorBodyDoc(Schema):
     code = _text("A stable code clients match on (see the list in the Error schema).", required=True)
     message = _text("What went wrong, for a human.", required=True)
-    bad_fields = fields.Dict(data_key="fields", keys=fields.String(), values=fields.List(fields.String()), metadata={
+    bad_fields = fields.Dict(data_key="fields", keys=fields.String(), values=fields.List(fields.String()),
+                             metadata={
         "description": "For VALIDATION_ERROR: every bad field by its API name (camelCase, or a header's "
                        "name, or `_schema` for the body as a whole), with its messages."})
 
@@ -40,7 +41,8 @@ class ErrorDoc(Schema):
 
 class OrderErrorDoc(Schema):
     """Why an attempt or an order failed."""
-    code = _text("NO_ROUTE, INSUFFICIENT_LIQUIDITY, SLIPPAGE_EXCEEDED, TX_FAILED, VENUE_UNAVAILABLE, EXPIRED, "
+    code = _text("NO_ROUTE, INSUFFICIENT_LIQUIDITY, SLIPPAGE_EXCEEDED, TX_FAILED, VENUE_UNAVAILABLE, "
+                 "EXPIRED, "
                 "... (see the Event schema).", required=True)
     message = _text("What went wrong, for a human.", required=True)
 
@@ -212,4 +214,5 @@ class HealthDoc(Schema):
     status = fields.String(required=True, validate=validate.OneOf(["ok", "unavailable"]))
     checks = fields.Dict(keys=fields.String(), values=fields.Dict(), required=True, metadata={
         "description": "database, redis (where configured), venues: each with `ok`."})
-    failing = fields.List(fields.String(), metadata={"description": "Present on 503: the checks that failed."})
+    failing = fields.List(fields.String(),
+                          metadata={"description": "Present on 503: the checks that failed."})
