@@ -18,7 +18,10 @@ from orderengine.schemas import OrderRequestSchema, parse_order_request
 from tests.fakes import FakeVenue, registry_of
 
 REPO = Path(__file__).resolve().parents[2]
-NOT_DOCUMENTED = ("static", "docs.docs_asset")   # Flask's static files, and /docs' own assets
+def _documentable(rule) -> bool:
+    """Not static files (the app's or a blueprint's), nor /docs' own assets."""
+    return not (rule.endpoint == "static" or rule.endpoint.endswith(".static")
+                or rule.endpoint == "docs.docs_asset")
 
 
 @pytest.fixture
@@ -47,7 +50,7 @@ def test_document_is_valid_openapi_3(document):
 
 def test_every_address_the_app_serves_is_in_the_document(app, document):
     served = {(_template(rule.rule), method) for rule in app.url_map.iter_rules()
-              if rule.endpoint not in NOT_DOCUMENTED
+              if _documentable(rule)
               for method in rule.methods - {"HEAD", "OPTIONS"}}
 
     missing = served - _documented(document)
@@ -60,6 +63,14 @@ def test_every_address_in_the_document_is_served(app, document):
               for method in rule.methods}
 
     assert _documented(document) <= served
+
+
+def test_an_operation_is_written_out_once_the_app_serves_it(runtime):
+    without, with_metrics = create_app(runtime.settings, runtime=runtime), create_app(runtime.settings, runtime=runtime)
+    with_metrics.add_url_rule("/metrics", "metrics_for_this_test", lambda: "")
+
+    assert "/metrics" not in without.test_client().get("/openapi.json").get_json()["paths"]
+    assert "get" in with_metrics.test_client().get("/openapi.json").get_json()["paths"]["/metrics"]
 
 
 def test_order_body_is_the_validating_schema(document):

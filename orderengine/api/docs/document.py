@@ -4,9 +4,9 @@ The request body of POST /api/orders/execute is the schema that validates it
 (schemas.OrderRequestSchema); query, path and header parameters take their
 limits from the constants the parse_* functions check. Answers are described
 by the documentation-only schemas of shapes.py. Every operation is listed in
-OPERATIONS by its Flask endpoint, and only those the app serves are written
-out, so the document never names an address the server does not answer (a
-test checks the converse: every address the app serves is in the document).
+_operations() by its path and method, and only those the app serves are
+written out, so the document never names an address the server does not
+answer (a test checks the converse: every address the app serves is in it).
 """
 from __future__ import annotations
 
@@ -187,10 +187,11 @@ def _websocket(path: str, messages: str) -> dict[str, Any]:
 
 # --- the operations, by Flask endpoint -------------------------------------------------------
 
-def _operations() -> dict[str, tuple[str, str, dict[str, Any]]]:
-    """endpoint -> (path, method, operation)."""
-    return {
-        "orders.execute": ("/api/orders/execute", "post", {
+def _operations() -> list[tuple[str, str, dict[str, Any]]]:
+    """(path, method, operation) of everything orderengine may serve; the document lists those this
+    app serves (GET / and /metrics come with the dashboard and metrics modules)."""
+    return [
+        ("/api/orders/execute", "post", {
             "tags": ["orders"], "operationId": "executeOrder", "summary": "Place a MARKET order",
             "description": "Validates the order, stores it and schedules it; follow it on the WebSocket at "
                            "the same address or with GET /api/orders/{orderId}/events. Bad input changes "
@@ -221,7 +222,7 @@ def _operations() -> dict[str, tuple[str, str, dict[str, Any]]]:
                               "Redis is down; nothing was stored", "OVERLOADED", "SERVICE_UNAVAILABLE",
                               retry_after=True),
             }}),
-        "orders.execute_without_upgrade": ("/api/orders/execute", "get", {
+        ("/api/orders/execute", "get", {
             "tags": ["websockets"], "operationId": "orderSocket",
             "summary": "WebSocket: the events of one order, replay then live",
             "description": ORDER_SOCKET,
@@ -232,7 +233,7 @@ def _operations() -> dict[str, tuple[str, str, dict[str, Any]]]:
                           "426": UPGRADE_REQUIRED},
             "x-websocket": _websocket("/api/orders/execute", "Event objects; one {\"error\": …} before a "
                                                              "refusal close")}),
-        "orders.stream_without_upgrade": ("/api/orders/stream", "get", {
+        ("/api/orders/stream", "get", {
             "tags": ["websockets"], "operationId": "streamSocket",
             "summary": "WebSocket: one socket for many orders (submit, subscribe, unsubscribe)",
             "description": STREAM_SOCKET,
@@ -241,26 +242,26 @@ def _operations() -> dict[str, tuple[str, str, dict[str, Any]]]:
             "x-websocket": _websocket("/api/orders/stream", "client: submit / subscribe / unsubscribe; "
                                                             "server: accepted / subscribed / unsubscribed / "
                                                             "error messages and Event objects")}),
-        "orders.list_orders": ("/api/orders", "get", {
+        ("/api/orders", "get", {
             "tags": ["orders"], "operationId": "listOrders", "summary": "The caller's orders, newest first",
             "description": "A page at a time: pass `next` back as `before`. A page never repeats or skips an "
                            "order, even while new orders arrive.",
             "parameters": LIST_PARAMETERS,
             "responses": {"200": _json("A page of orders.", "OrderPage"), "400": BAD_REQUEST,
                           "401": UNAUTHORIZED, "503": UNAVAILABLE}}),
-        "orders.get_order": ("/api/orders/{orderId}", "get", {
+        ("/api/orders/{orderId}", "get", {
             "tags": ["orders"], "operationId": "getOrder", "summary": "An order's snapshot",
             "parameters": [ORDER_ID],
             "responses": {"200": _json("The order as it stands.", "Snapshot"), "400": BAD_REQUEST,
                           "401": UNAUTHORIZED, "404": ORDER_NOT_FOUND, "503": UNAVAILABLE}}),
-        "orders.get_events": ("/api/orders/{orderId}/events", "get", {
+        ("/api/orders/{orderId}/events", "get", {
             "tags": ["orders"], "operationId": "getOrderEvents", "summary": "An order's events, in seq order",
             "parameters": [ORDER_ID, SINCE],
             "responses": {"200": _json("The events with seq > since.",
                                        {"type": "array", "items": {"$ref": "#/components/schemas/Event"}}),
                           "400": BAD_REQUEST, "401": UNAUTHORIZED, "404": ORDER_NOT_FOUND,
                           "503": UNAVAILABLE}}),
-        "orders.cancel_order": ("/api/orders/{orderId}/cancel", "post", {
+        ("/api/orders/{orderId}/cancel", "post", {
             "tags": ["orders"], "operationId": "cancelOrder", "summary": "Cancel an order not yet sent",
             "description": "An order in `pending`, `routing` or `retrying` ends `cancelled` (a terminal "
                            "event with `data.reason`); an order already cancelled answers 200 again, "
@@ -271,27 +272,40 @@ def _operations() -> dict[str, tuple[str, str, dict[str, Any]]]:
                           "401": UNAUTHORIZED, "404": ORDER_NOT_FOUND,
                           "409": _error("The order is `building` or later", "NOT_CANCELLABLE"),
                           "503": UNAVAILABLE}}),
-        "system.venues": ("/api/venues", "get", {
+        ("/api/venues", "get", {
             "tags": ["system"], "operationId": "listVenues", "summary": "The venue plugins and their pools",
             "responses": {"200": _json("Every venue plugin: loaded ones with their pools and fees, and any "
                                        "that failed to load, with why.", "Venues"),
                           "401": UNAUTHORIZED}}),
-        "system.health": ("/health", "get", {
+        ("/health", "get", {
             "tags": ["system"], "operationId": "health", "summary": "Are the database and Redis answering?",
             "security": [],
             "responses": {"200": _json("Every dependency answers.", "Health"),
                           "503": _json("A dependency is down; `failing` names it.", "Health")}}),
-        "docs.openapi_document": ("/openapi.json", "get", {
+        ("/openapi.json", "get", {
             "tags": ["documentation"], "operationId": "openapiDocument", "summary": "This document",
             "security": [],
             "responses": {"200": {"description": "OpenAPI 3.", "content": {"application/json": {
                 "schema": {"type": "object"}}}}}}),
-        "docs.docs_page": ("/docs", "get", {
+        ("/docs", "get", {
             "tags": ["documentation"], "operationId": "docsPage", "summary": "This document, rendered",
             "security": [],
             "responses": {"200": {"description": "Swagger UI, every asset served from this host.",
                                   "content": {"text/html": {"schema": {"type": "string"}}}}}}),
-    }
+        ("/", "get", {
+            "tags": ["documentation"], "operationId": "dashboard", "summary": "The dashboard",
+            "description": "A page for a person watching orders: it uses this API like any client.",
+            "security": [],
+            "responses": {"200": {"description": "The dashboard, every asset served from this host.",
+                                  "content": {"text/html": {"schema": {"type": "string"}}}}}}),
+        ("/metrics", "get", {
+            "tags": ["system"], "operationId": "metrics", "summary": "Prometheus metrics",
+            "description": "The engine's figures in Prometheus text format (under gunicorn, summed over its "
+                           "processes).",
+            "security": [],
+            "responses": {"200": {"description": "Prometheus exposition format.",
+                                  "content": {"text/plain": {"schema": {"type": "string"}}}}}}),
+    ]
 
 
 # --- the document -------------------------------------------------------------------------
@@ -355,9 +369,10 @@ def build_document(app: Flask) -> dict[str, Any]:
         "type": "http", "scheme": "bearer", "description": "An API key from `orderengine keys create NAME` "
         "(AUTH=keys). WebSockets may send it as `?apiKey=<key>`. With AUTH=off it is not needed."})
     _add_schemas(spec)
-    served = {rule.endpoint for rule in app.url_map.iter_rules()}
-    for endpoint, (path, method, operation) in _operations().items():
-        if endpoint not in served:
+    served = {(_placeholders(rule.rule), method.lower()) for rule in app.url_map.iter_rules()
+              for method in rule.methods}
+    for path, method, operation in _operations():
+        if (_placeholders(path), method) not in served:
             continue
         if path.startswith("/api/") and "security" not in operation:
             operation = dict(operation, security=[{BEARER: []}] if auth_keys else [{}, {BEARER: []}])
@@ -387,6 +402,11 @@ def _add_schemas(spec: APISpec) -> None:
                        "RetryingData, failed → FailedData, cancelled → CancelledData. Order error codes: "
                        + ", ".join(_order_error_codes()) + " (the list may grow: match the codes you "
                        "handle, treat others as failures)."}
+
+
+def _placeholders(path: str) -> str:
+    """/api/orders/<order_id> and /api/orders/{orderId} both as /api/orders/{}."""
+    return re.sub(r"<[^<>]+>|\{[^{}]+\}", "{}", path)
 
 
 def _schema_name(schema: Any) -> str:
