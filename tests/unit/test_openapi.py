@@ -66,7 +66,8 @@ def test_every_address_in_the_document_is_served(app, document):
 
 
 def test_an_operation_is_written_out_once_the_app_serves_it(runtime):
-    without, with_metrics = create_app(runtime.settings, runtime=runtime), create_app(runtime.settings, runtime=runtime)
+    without = create_app(runtime.settings, runtime=runtime)
+    with_metrics = create_app(runtime.settings, runtime=runtime)
     with_metrics.add_url_rule("/metrics", "metrics_for_this_test", lambda: "")
 
     assert "/metrics" not in without.test_client().get("/openapi.json").get_json()["paths"]
@@ -175,8 +176,8 @@ def test_every_non_python_file_of_the_package_is_declared_package_data():
     def is_declared(path: Path) -> bool:
         for package, patterns in declared.items():
             folder = REPO / package.replace(".", "/")
-            if path.is_relative_to(folder) and any(fnmatch.fnmatch(path.relative_to(folder).as_posix(), pattern)
-                                                   for pattern in patterns):
+            if path.is_relative_to(folder) and any(
+                    fnmatch.fnmatch(path.relative_to(folder).as_posix(), pattern) for pattern in patterns):
                 return True
         return False
 
