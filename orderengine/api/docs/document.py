@@ -357,7 +357,8 @@ extension. Close codes:
 def build_document(app: Flask) -> dict[str, Any]:
     """The document for this app: its auth mode, and the operations it serves."""
     settings = app.extensions["orderengine"].settings
-    auth_keys = getattr(settings, "auth", None) == "keys"
+    # auth_mode (the auth branch) resolves an unset AUTH; create_app has already refused a bad one
+    auth_keys = getattr(settings, "auth_mode", settings.auth) == "keys"
     plugin = MarshmallowPlugin(schema_name_resolver=_schema_name)
     spec = APISpec(title=TITLE, version=_version(), openapi_version=OPENAPI_VERSION, plugins=[plugin],
                    info={"description": _description(auth_keys)}, servers=[{"url": "/"}],
