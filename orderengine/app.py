@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from flask import Flask
 
+from orderengine import dashboard
 from orderengine.api import docs, orders, system
 from orderengine.api.errors import register_error_handlers
 from orderengine.api.orders import MAX_BODY_BYTES
@@ -30,5 +31,6 @@ def create_app(config: Settings | None = None, runtime: Runtime | None = None) -
     app.register_blueprint(orders.bp)
     app.register_blueprint(system.bp)
     app.register_blueprint(docs.bp)
+    app.register_blueprint(dashboard.bp)
     sock.init_app(app)
     return app

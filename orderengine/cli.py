@@ -1,10 +1,11 @@
-"""The `orderengine` command: serve, worker, migrate, venues."""
+"""The `orderengine` command: serve, worker, migrate, venues; order, watch, orders (the client)."""
 from __future__ import annotations
 
 import sys
 
 import click
 
+from orderengine.client.commands import register as register_client_commands
 from orderengine.config import ConfigError, Settings, load_settings
 from orderengine.logs import configure_logging
 
@@ -22,6 +23,9 @@ def _settings() -> Settings:
 @click.group()
 def main() -> None:
     """orderengine: a Solana DEX market-order execution engine."""
+
+
+register_client_commands(main)
 
 
 @main.command()

@@ -60,9 +60,10 @@ class Settings:
     #: open WebSockets one API process holds; one more: close 1013 (HTTP keeps its own headroom)
     max_sockets_per_process: int = 1_000
     # --- time limits on every call out ---
-    #: a venue's execute/status/lookup call that takes longer is abandoned (the step fails and is retried)
+    #: a venue's execute/status/lookup call that takes longer is abandoned (VENUE_TIMEOUT; see calls.py)
     venue_call_timeout_ms: int = 5_000
-    #: a step that raises this many times in a row ends the order failed (bounded retries, backoff between)
+    #: a step that breaks this many times in a row ends the order failed (backoff between); where a
+    #: transaction may be out, only once the venue has answered about it (README, No order waits forever)
     step_max_failures: int = 5
     db_connect_timeout_s: int = 5
     db_statement_timeout_ms: int = 10_000

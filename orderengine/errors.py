@@ -126,6 +126,25 @@ class VenueUnavailable(ExecutionError):
     code = "VENUE_UNAVAILABLE"
 
 
+class VenueTimeout(VenueUnavailable):
+    """The venue did not answer within the engine's time limit (or every thread the engine
+    lends it is still waiting on earlier calls): what it did with the call is unknown."""
+    code = "VENUE_TIMEOUT"
+
+
+class StepFailed(ExecutionError):
+    """A step of the order kept failing (STEP_MAX_FAILURES times in a row); the order was given up."""
+    code = "STEP_FAILED"
+    retryable = False
+
+
+class TxDropped(ExecutionError):
+    """The venue still does not know the submitted transaction after its validity window: it
+    can no longer land. Not retried: the venue lost a transaction it had given a signature for."""
+    code = "TX_DROPPED"
+    retryable = False
+
+
 class OrderExpired(ExecutionError):
     """The order was not submitted within ORDER_TTL_MS of being accepted; it was never sent."""
     code = "EXPIRED"

@@ -16,6 +16,15 @@ all (the queue took it and then the connection broke) is live: its answer is
 201. If the database fails, every order of the group gets a 503 and none is
 stored. An error that belongs to one order (a row the database refuses) is
 found by storing the group's orders one by one, and stays that order's.
+
+The unknown commit: when the connection dies while the insert or its COMMIT is
+on its way, the server may have committed it or not. The writer then asks the
+database, by id, which of the group's orders are stored (a new connection, a few
+tries): those are answered 201 and queued like any other, and only those that
+are not stored are inserted again (once) or answered 503. Only when the database
+cannot be asked at all is the whole group answered 503 while some of it may be
+stored (and then runs): that is logged with the ids, and a client that sent an
+Idempotency-Key gets the true answer when it retries.
 """
 from __future__ import annotations
 
@@ -60,6 +69,10 @@ ANYONE = ""
 #: a key whose request has not answered yet is "in progress" (409) for at most this long;
 #: after it, its stored order is live whatever happened to the request that made it
 KEY_IN_PROGRESS_GRACE_S = 5
+
+#: after a commit whose outcome is unknown, ask the database this often which orders it has
+UNKNOWN_COMMIT_TRIES = 3
+UNKNOWN_COMMIT_PAUSE_S = 0.2
 
 _DB_UNAVAILABLE = "The database is not available; the order was not accepted."
 _QUEUE_UNAVAILABLE = "The order queue is not available; the order was not accepted."
@@ -239,7 +252,7 @@ class Intake:
             return
         stored = self._store(group)
         made = [t for t in stored if t.event is not None]
-        losers = [t for t in stored if t.event is None]  # their key was another request's
+        losers = [t for t in stored if t.event is None and not t.finished]  # their key was another request's
         live = self._queue(made) if made else []
         self._finish_keys([t for t in live if t.key is not None])
         for t in live:  # answered first: publishing and logging need not delay the 201s
@@ -275,18 +288,47 @@ class Intake:
             return []
 
     def _insert(self, group: list[_Ticket]) -> None:
-        """The group in one go; a pooled connection that died with a database restart is
-        replaced and the insert tried once more, rather than answering 503."""
+        """The group in one go. When the connection died on the way (the outcome is
+        unknown), the database is asked which orders it stored: those are kept; if none
+        was and the pooled connection had died (a database restart), the insert is tried
+        once more rather than answering 503."""
         new = [(t.order_id, t.request, t.work.token) for t in _named(group)]
         keys = [t.key for t in group]
         try:
             events = self.store.create_many(new, keys, self.key_ttl_s)
         except DBAPIError as exc:
+            if not _outcome_unknown(exc):
+                raise
+            stored = self._stored_after_all(group, exc)
+            if stored:  # committed after all: only the answer was lost
+                log.warning("commit outcome unknown; the orders were stored",
+                            extra={"orders": len(stored), "error": str(exc)[:300]})
+                for t in group:
+                    t.event = stored.get(t.order_id)
+                    if t.event is None and t.key is None:  # not stored, and no key to explain why
+                        t.finish(error=ServiceUnavailable(_DB_UNAVAILABLE))
+                return
             if not exc.connection_invalidated:
                 raise
             events = self.store.create_many(new, keys, self.key_ttl_s)
         for t, event in zip(group, events):
             t.event = event
+
+    def _stored_after_all(self, group: list[_Ticket], exc: BaseException) -> dict[str, Event]:
+        """The `pending` events of the group's orders that the database has, after a commit
+        whose outcome is unknown; raises (-> 503 for all) when it cannot be asked."""
+        ids = [t.order_id for t in group]
+        for attempt in range(UNKNOWN_COMMIT_TRIES):
+            try:
+                return self.store.first_events(ids)
+            except SQLAlchemyError as again:
+                if attempt + 1 == UNKNOWN_COMMIT_TRIES:
+                    log.error("commit outcome unknown and the database cannot be asked: answering 503, "
+                              "though these orders may be stored (and will then run)",
+                              extra={"order_ids": ids[:50], "orders": len(ids), "error": str(exc)[:300]})
+                    raise again
+                time.sleep(UNKNOWN_COMMIT_PAUSE_S * (attempt + 1))
+        return {}
 
     def _finish_keys(self, live: list[_Ticket]) -> None:
         """The keys of orders now live give their answer to retries from now on (until
@@ -338,6 +380,13 @@ class Intake:
             else:  # a worker has it, or the sweep will: the order is live
                 live.append(t)
         return live
+
+
+def _outcome_unknown(exc: DBAPIError) -> bool:
+    """The connection failed with the statement (or its COMMIT) possibly on the server:
+    it may have been applied. (An error the server answered, such as a unique key
+    violation, is an IntegrityError/ProgrammingError: then it surely was not.)"""
+    return exc.connection_invalidated or isinstance(exc, (OperationalError, InterfaceError))
 
 
 def _named(group: list[_Ticket]) -> list[_Ticket]:

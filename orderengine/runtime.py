@@ -29,15 +29,24 @@ from orderengine.upkeep import VenueUpkeep
 
 log = logging.getLogger(__name__)
 
+REDIS_CONNECT_TIMEOUT_S = 2
+REDIS_SOCKET_TIMEOUT_S = 5    # any Redis command; longer than every blocking wait we issue (1 s)
+REDIS_HEALTH_CHECK_S = 15     # a connection idle this long is PINGed before it is used
+
 
 class Runtime:
     def __init__(self, settings: Settings, redis_client: Any = None,
                  registry: VenueRegistry | None = None) -> None:
         self.settings = settings
-        self.engine = create_db_engine(settings.database_url, pool_size=settings.worker_concurrency + 5)
+        self.engine = create_db_engine(settings.database_url, pool_size=settings.worker_concurrency + 5,
+                                       connect_timeout_s=settings.db_connect_timeout_s,
+                                       statement_timeout_ms=settings.db_statement_timeout_ms)
         if redis_client is None and settings.redis_url:
-            redis_client = redis.Redis.from_url(settings.redis_url, socket_connect_timeout=2,
-                                                socket_timeout=5, health_check_interval=15)
+            # every call out has a time limit: this pool is shared by the bus (whose pub/sub
+            # reader waits 1 s at a time, inside the limit) and by Huey (blocking pops of 1 s)
+            redis_client = redis.Redis.from_url(settings.redis_url, socket_connect_timeout=REDIS_CONNECT_TIMEOUT_S,
+                                                socket_timeout=REDIS_SOCKET_TIMEOUT_S,
+                                                health_check_interval=REDIS_HEALTH_CHECK_S)
         self.redis = redis_client
         self.bus = create_bus(redis_client)
         self.store = OrderStore(self.engine, self.bus)
