@@ -100,9 +100,14 @@ RETRY_AFTER = {"Retry-After": {"description": "Seconds to wait before trying aga
 
 
 def _error(description: str, *codes: str, retry_after: bool = False) -> dict[str, Any]:
+    """An error answer: the Error shape, with an example of its first code."""
     listed = ", ".join(f"`{c}`" for c in codes)
-    answer: dict[str, Any] = {"description": f"{description} (code {listed})." if codes else description,
-                              "content": {"application/json": {"schema": "Error"}}}
+    example: dict[str, Any] = {"code": codes[0], "message": f"{description}."}
+    if codes[0] == "VALIDATION_ERROR":
+        example.update(message="The order is not valid.", fields={"amountIn": ["Amount must be greater than 0."]})
+    answer: dict[str, Any] = {"description": f"{description} (code {listed}).",
+                              "content": {"application/json": {"schema": "Error",
+                                                               "example": {"error": example}}}}
     if retry_after:
         answer["headers"] = dict(RETRY_AFTER)
     return answer
