@@ -336,7 +336,7 @@ def _order_error_codes() -> list[str]:
 def _description(auth_keys: bool) -> str:
     mode = ("This server runs with **AUTH=keys**: every `/api` request needs `Authorization: Bearer <key>` "
             "(use *Authorize* above)." if auth_keys else
-            "This server runs with **AUTH=off**: no key is needed (a key, if sent, is not checked).")
+            "This server runs with **AUTH=off**: no key is needed.")
     return f"""Order execution engine for Solana DEX market orders: routing across venues, execution with
 retries, an event log per order, live status over WebSocket.
 
