@@ -9,7 +9,7 @@ from __future__ import annotations
 from flask import Flask
 
 from orderengine import dashboard
-from orderengine.api import metrics, orders, system
+from orderengine.api import docs, metrics, orders, system
 from orderengine.api.errors import register_error_handlers
 from orderengine.api.orders import MAX_BODY_BYTES
 from orderengine.api.sockets import sock
@@ -30,6 +30,7 @@ def create_app(config: Settings | None = None, runtime: Runtime | None = None) -
     register_error_handlers(app)
     app.register_blueprint(orders.bp)
     app.register_blueprint(system.bp)
+    app.register_blueprint(docs.bp)
     app.register_blueprint(dashboard.bp)
     app.register_blueprint(metrics.bp)
     sock.init_app(app)

@@ -45,6 +45,12 @@ def execute_without_upgrade():
                           "ws://.../api/orders/execute?orderId=<id>[&since=N].")
 
 
+@bp.get("/stream")
+def stream_without_upgrade():
+    """The many-orders WebSocket asked for over plain HTTP (it is not an order id)."""
+    raise UpgradeRequired("GET /api/orders/stream is a WebSocket: connect with ws://.../api/orders/stream.")
+
+
 @bp.get("")
 def list_orders():
     """The caller's orders, newest first, a page at a time (keyset: `next` -> `before`)."""
