@@ -35,12 +35,14 @@ class Audit:
     wrong_fill: dict[str, str] = field(default_factory=dict)  # order -> what is wrong
     bad_logs: dict[str, str] = field(default_factory=dict)    # order -> what is wrong
     no_reason: list[str] = field(default_factory=list)        # failed without error.code
+    refused_but_stored: dict[str, str] = field(default_factory=dict)  # clientOrderId answered 503 -> status
 
     @property
     def problems(self) -> dict[str, Any]:
         found = {"lost": self.lost, "unfinished": self.unfinished, "filled twice": self.filled_twice,
                  "fill does not match the order": self.wrong_fill, "event log": self.bad_logs,
-                 "failed without a code": self.no_reason}
+                 "failed without a code": self.no_reason,
+                 "answered 503 but stored": self.refused_but_stored}
         return {k: v for k, v in found.items() if v}
 
     def summary(self) -> str:
@@ -56,12 +58,17 @@ def unfinished(query: Query, answered: Iterable[str]) -> int:
     return sum(1 for _, s in rows if s not in TERMINAL) + len(ids - stored)
 
 
-def audit(query: Query, answered: Iterable[str]) -> Audit:
-    """Check every order of the deployment against the promise; see `Audit.problems`."""
+def audit(query: Query, answered: Iterable[str], refused: Iterable[str] = ()) -> Audit:
+    """Check every order of the deployment against the promise; see `Audit.problems`.
+    `refused`: the clientOrderIds of POSTs answered 503, of which nothing may be stored."""
     answered = set(answered)
     result = Audit(answered=len(answered))
     orders = {row[0]: row for row in query(
         "SELECT id, status, tx_hash, error->>'code', last_seq FROM orders")}
+    refused = list(refused)
+    if refused:
+        result.refused_but_stored = dict(query(
+            "SELECT client_order_id, status FROM orders WHERE client_order_id = ANY(%s)", refused))
     result.lost = sorted(answered - set(orders))
     result.accepted = len(set(orders) | answered)
     fills = collections.defaultdict(list)

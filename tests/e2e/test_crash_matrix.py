@@ -11,6 +11,7 @@ and started again on its port.
 """
 from __future__ import annotations
 
+import itertools
 import signal
 import threading
 import time
@@ -49,6 +50,8 @@ class Deployment:
         harness.migrate(self.env)
         self.api = harness.gunicorn(self.env)
         self.answered: set[str] = set()   # every orderId the API answered 201 for
+        self.refused: set[str] = set()    # the clientOrderId of every POST answered 503
+        self._sent = itertools.count(1)
         self._lock = threading.Lock()
 
     def worker(self, failpoints: str | None = None, **values):
@@ -69,19 +72,32 @@ class Deployment:
         """POST `n` orders (8 at a time); how many got a 201. A refusal or a dropped
         connection is allowed here: the audit decides whether it was honest."""
         def one(i: int) -> bool:
+            client_id = f"crash-{next(self._sent)}"
             try:
-                response = self.api.http.post(self.api.base_url + "/api/orders/execute",
-                                              json={**ORDER, "amountIn": f"0.{i + 1:03d}"}, timeout=15)
+                response = self.api.http.post(self.api.base_url + "/api/orders/execute", timeout=15, json={
+                    **ORDER, "amountIn": f"0.{i + 1:03d}", "clientOrderId": client_id})
             except requests.RequestException:
                 return False
             if response.status_code != 201:
                 assert response.status_code == 503, response.text  # refused, never a 500
+                with self._lock:
+                    self.refused.add(client_id)
                 return False
             with self._lock:
                 self.answered.add(response.json()["orderId"])
             return True
         with ThreadPoolExecutor(max_workers=8) as pool:
             return sum(pool.map(one, range(n)))
+
+    def stream(self, until: threading.Event, every_s: float = 0.1) -> threading.Thread:
+        """POST one order every `every_s` on a thread until `until` is set (a fault meets
+        some of them mid-request)."""
+        def run() -> None:
+            while not until.wait(every_s):
+                self.post(1)
+        thread = threading.Thread(target=run, name="stream", daemon=True)
+        thread.start()
+        return thread
 
     def query(self, sql: str, *params):
         with psycopg.connect(self.pg_dsn, autocommit=True, connect_timeout=5) as conn:
@@ -97,7 +113,7 @@ class Deployment:
     def settle_and_audit(self, timeout: float = SETTLE_S):
         eventually(lambda: unfinished(self.query, self.answered) == 0, timeout,
                    lambda: f"orders not finished: {audit(self.query, self.answered).unfinished}")
-        result = audit(self.query, self.answered)
+        result = audit(self.query, self.answered, self.refused)
         assert result.problems == {}, result.summary()
         return result
 
@@ -222,10 +238,12 @@ def test_a_postgresql_restart_mid_flight_loses_no_order_and_fills_none_twice(pg_
         eventually(lambda: "submitted" in s.statuses().values(), 15, "nothing submitted yet")
         before = proxy.connections
 
-        during = threading.Thread(target=s.post, args=(10,))   # some of these meet the outage
-        during.start()
+        stop = threading.Event()
+        stream = s.stream(stop)                   # orders arrive before, during and after
+        eventually(lambda: len(s.answered) >= 15, 10, "the stream did not start")
         proxy.restart(down_s=2.0)
-        during.join()
+        eventually(lambda: len(s.answered) >= 25, 20, "no order accepted after the restart")
+        stop.set(), stream.join()
 
         assert s.post(5) == 5, "orders should be accepted again after the restart"
         result = s.settle_and_audit()
@@ -241,11 +259,13 @@ def test_a_redis_restart_mid_flight_loses_no_order_and_fills_none_twice(pg_url, 
     assert s.post(10) == 10
     eventually(lambda: "submitted" in s.statuses().values(), 15, "nothing submitted yet")
 
+    stop = threading.Event()
+    stream = s.stream(stop)                    # orders arrive before, during and after
+    eventually(lambda: len(s.answered) >= 15, 10, "the stream did not start")
     redis.kill()
-    s.post(5)                                  # refused (503) while Redis is away
+    eventually(lambda: s.refused, 10, "no order was refused while Redis was away")
     harness.redis_server(port)
-
-    eventually(lambda: s.post(1) == 1, 30, "orders were not accepted again after Redis came back")
-    s.post(5)
+    eventually(lambda: len(s.answered) >= 25, 30, "no order accepted after Redis came back")
+    stop.set(), stream.join()
     result = s.settle_and_audit()
     assert result.statuses["confirmed"] == result.accepted
