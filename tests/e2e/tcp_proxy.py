@@ -25,6 +25,8 @@ class TcpProxy:
         self._open: set[socket.socket] = set()
         self._listener: socket.socket | None = None
         self._closed = False
+        self._cut_on: bytes | None = None
+        self.cuts = 0                   # connections cut by `cut_on`
         self._listen()
 
     # --- what a test does ------------------------------------------------------------------
@@ -36,6 +38,12 @@ class TcpProxy:
         self.drop_all()
         time.sleep(down_s)  # the outage itself, not a wait for something to happen
         self._listen()
+
+    def cut_on(self, pattern: bytes) -> None:
+        """Once: the next client message containing `pattern` reaches the server, then its
+        connection is cut before the answer comes back. The server did the work; the client
+        cannot know (a restart at the worst moment: the "unknown commit")."""
+        self._cut_on = pattern
 
     def drop_all(self) -> int:
         """Close both ends of every proxied connection; how many there were."""
@@ -89,16 +97,22 @@ class TcpProxy:
                     continue
                 self._open.update((client, server))
                 self.connections += 1
-            for a, b in ((client, server), (server, client)):
-                threading.Thread(target=self._pipe, args=(a, b), name="proxy-pipe", daemon=True).start()
+            for a, b, upstream in ((client, server, True), (server, client, False)):
+                threading.Thread(target=self._pipe, args=(a, b, upstream), name="proxy-pipe", daemon=True).start()
 
-    def _pipe(self, source: socket.socket, sink: socket.socket) -> None:
+    def _pipe(self, source: socket.socket, sink: socket.socket, upstream: bool) -> None:
         try:
             while True:
                 data = source.recv(BUFFER)
                 if not data:
                     break
                 sink.sendall(data)
+                if upstream and self._cut_on is not None and self._cut_on in data:
+                    with self._lock:
+                        cut, self._cut_on = self._cut_on is not None, None
+                    if cut:
+                        self.cuts += 1
+                        break
         except OSError:
             pass
         with self._lock:
