@@ -14,7 +14,6 @@ from __future__ import annotations
 import itertools
 import signal
 import threading
-import time
 from concurrent.futures import ThreadPoolExecutor
 
 import psycopg
@@ -198,6 +197,24 @@ def test_the_worker_taking_over_after_a_send_asks_the_venue_and_never_sends_agai
 
     assert s.settle_and_audit().statuses["confirmed"] == 10
     assert heir.running, "the second worker sent a swap again"
+
+
+def test_a_running_worker_takes_over_the_orders_of_a_killed_one_when_its_heartbeat_stops(deploy):
+    """The takeover path of another host: the survivor was up before the kill, so only the
+    dead worker's silent heartbeat (WORKER_DEAD_AFTER_MS) tells it."""
+    s = deploy(MOCK_EXEC_LATENCY_MS=3000)
+    first = s.harness.worker(s.env, wait_for=lambda pid: s.query(
+        "SELECT 1 FROM workers WHERE pid = %s", pid))
+    assert s.post(10) == 10
+    eventually(lambda: set(s.statuses().values()) == {"submitted"}, 15, "orders not all submitted")
+    survivor = s.worker()
+    eventually(lambda: s.query("SELECT 1 FROM workers WHERE pid = %s", survivor.pid), 30, "survivor not up")
+
+    first.kill()
+
+    result = s.settle_and_audit()
+    assert result.statuses["confirmed"] == 10
+    assert "took over orders of a worker that stopped" in survivor.tail(100_000)
 
 
 # --- the API, killed after the commit and before the answer ----------------------------
