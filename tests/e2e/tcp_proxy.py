@@ -26,6 +26,7 @@ class TcpProxy:
         self._listener: socket.socket | None = None
         self._closed = False
         self._cut_on: bytes | None = None
+        self._cut_then: bytes | None = None
         self.cuts = 0                   # connections cut by `cut_on`
         self._listen()
 
@@ -39,11 +40,12 @@ class TcpProxy:
         time.sleep(down_s)  # the outage itself, not a wait for something to happen
         self._listen()
 
-    def cut_on(self, pattern: bytes) -> None:
-        """Once: the next client message containing `pattern` reaches the server, then its
-        connection is cut before the answer comes back. The server did the work; the client
-        cannot know (a restart at the worst moment: the "unknown commit")."""
-        self._cut_on = pattern
+    def cut_on(self, pattern: bytes, then: bytes | None = None) -> None:
+        """Once: the next client message containing `pattern` (with `then`: the next message
+        containing `then` on the same connection after it, e.g. its COMMIT) reaches the
+        server, then the connection is cut before the answer comes back. The server did the
+        work; the client cannot know (a restart at the worst moment: the "unknown commit")."""
+        self._cut_on, self._cut_then = pattern, then
 
     def drop_all(self) -> int:
         """Close both ends of every proxied connection; how many there were."""
@@ -101,18 +103,26 @@ class TcpProxy:
                 threading.Thread(target=self._pipe, args=(a, b, upstream), name="proxy-pipe", daemon=True).start()
 
     def _pipe(self, source: socket.socket, sink: socket.socket, upstream: bool) -> None:
+        waiting_for: bytes | None = None   # this connection's `then`, once its pattern went by
         try:
             while True:
                 data = source.recv(BUFFER)
                 if not data:
                     break
                 sink.sendall(data)
-                if upstream and self._cut_on is not None and self._cut_on in data:
+                if not upstream:
+                    continue
+                if waiting_for is not None and waiting_for in data:
+                    self.cuts += 1
+                    break
+                if self._cut_on is not None and self._cut_on in data:
                     with self._lock:
-                        cut, self._cut_on = self._cut_on is not None, None
-                    if cut:
+                        mine, self._cut_on = self._cut_on is not None, None
+                    if mine and self._cut_then is None:
                         self.cuts += 1
                         break
+                    if mine:
+                        waiting_for = self._cut_then
         except OSError:
             pass
         with self._lock:
