@@ -314,23 +314,34 @@ def test_an_order_whose_insert_committed_while_postgresql_went_away_is_not_refus
         s.settle_and_audit()
 
 
-@pytest.mark.xfail(strict=True, reason=(
+CLAIM_BUG = (
     "found by this matrix, owned by the reliability branch: a claim (OrderStore.claim_due) that "
     "committed while its connection died leaves the orders held by a live worker that does not "
     "know it holds them; nobody takes them over (its heartbeat beats on). New orders fail EXPIRED "
     "after ORDER_TTL_MS; an order claimed in `building`/`submitted` would wait forever. Remove "
-    "this mark with the fix."))
-def test_orders_whose_claim_committed_while_postgresql_went_away_are_still_executed(
-        pg_url, harness, private_redis_url):
+    "this mark with the fix.")
+#: the worker's commits whose answer the cut loses: (what PostgreSQL gets, then its COMMIT)
+WORKER_COMMITS = {
+    "claim": pytest.param(b"UPDATE orders SET work_owner=", marks=pytest.mark.xfail(strict=True, reason=CLAIM_BUG)),
+    "transition": b"INSERT INTO order_events",     # a step's events and snapshots
+    "send": b"INSERT INTO sim_transactions",       # the venue's record of the swaps
+    "landing": b"UPDATE sim_transactions",         # the chain settling them
+}
+
+
+@pytest.mark.parametrize("statement", WORKER_COMMITS.values(), ids=WORKER_COMMITS.keys())
+def test_a_worker_whose_commit_was_lost_with_its_connection_still_executes_every_order_once(
+        pg_url, harness, private_redis_url, statement):
+    """PostgreSQL committed; the worker only saw its connection die. It must find out."""
     url = sa.engine.make_url(pg_url)
     with TcpProxy(url.host, url.port or 5432) as proxy:
         s = Deployment(harness, pg_url, private_redis_url, proxy=proxy)
         assert s.post(5) == 5
-        proxy.cut_on(b"UPDATE orders SET work_owner=", then=b"COMMIT")
+        proxy.cut_on(statement, then=b"COMMIT")
 
         s.worker()
 
-        eventually(lambda: proxy.cuts == 1, 15, "the worker never claimed")
+        eventually(lambda: proxy.cuts == 1, 15, "the statement never came")
         eventually(lambda: set(s.statuses().values()) == {"confirmed"}, 20,
                    lambda: f"orders not confirmed: {s.statuses()}")
         s.settle_and_audit()
