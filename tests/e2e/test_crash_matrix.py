@@ -292,11 +292,6 @@ def test_a_redis_restart_mid_flight_loses_no_order_and_fills_none_twice(pg_url, 
     assert result.statuses["confirmed"] == result.accepted
 
 
-@pytest.mark.xfail(strict=True, reason=(
-    "found by this matrix, owned by the reliability branch (intake's unknown commit): "
-    "Intake._insert retries create_many after a dropped connection although the first INSERT "
-    "committed; the retry hits the duplicate key and the client gets 503 for an order that is "
-    "stored and executed. Remove this mark with the fix."))
 def test_an_order_whose_insert_committed_while_postgresql_went_away_is_not_refused_and_run(
         pg_url, harness, private_redis_url):
     """The connection dies after PostgreSQL got the INSERT of a new order and before its
