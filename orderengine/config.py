@@ -13,6 +13,7 @@ from typing import Any, Callable, Mapping
 
 from dotenv import dotenv_values
 
+from orderengine import failpoints
 from orderengine.db import normalize_url
 
 DEFAULT_DATABASE_URL = "sqlite:///var/orderengine.db"
@@ -70,6 +71,9 @@ class Settings:
     # --- operating it (SPEC §7) ---
     #: a worker serves its Prometheus metrics on this port; unset = not served
     metrics_port: int | None = None
+    # --- a test facility ---
+    #: crash points this process SIGKILLs itself at ({name: nth hit}; orderengine/failpoints.py)
+    failpoints: Mapping[str, int] = field(default_factory=dict)
     environ: Mapping[str, str] = field(default_factory=dict, repr=False, compare=False)
 
     @property
@@ -133,6 +137,13 @@ def _auth(raw: str) -> str | None:
     return mode
 
 
+def _failpoints(raw: str) -> dict[str, int]:
+    try:
+        return failpoints.parse(raw)
+    except ValueError as exc:
+        raise ConfigError(f"must be name[:N],... ({exc})") from None
+
+
 def _log_level(raw: str) -> str:
     level = raw.strip().upper()
     if level not in {"DEBUG", "INFO", "WARNING", "ERROR"}:
@@ -173,6 +184,7 @@ VARIABLES: dict[str, tuple[str, Callable[[str], Any]]] = {
     "DB_CONNECT_TIMEOUT_S": ("db_connect_timeout_s", _int(1, 600)),
     "DB_STATEMENT_TIMEOUT_MS": ("db_statement_timeout_ms", _int(0, 3_600_000)),
     "METRICS_PORT": ("metrics_port", _int(1, 65535)),
+    "ORDERENGINE_FAILPOINTS": ("failpoints", _failpoints),
 }
 
 

@@ -63,6 +63,7 @@ from orderengine.errors import (
     EngineError, ExecutionError, OrderExpired, StepFailed, TxDropped, VenueUnavailable, error_from_dict,
 )
 from orderengine.events import Event
+from orderengine.failpoints import failpoint
 from orderengine.lifecycle import Status
 from orderengine.routing import QuoteFetcher, QuoteOutcome, decide
 from orderengine.store import Change, OrderStore, Version, Work
@@ -326,6 +327,7 @@ class OrderExecutor:
 
     @metrics.step("start_attempts")
     def _start_attempts(self, group: list[Held]) -> None:
+        failpoint("start_attempt")  # crash matrix: claimed, still pending (or retrying)
         group, expired = self._expired(group)
         self._expire(expired)
         ready, throttled = [], []
@@ -343,6 +345,7 @@ class OrderExecutor:
                                      attempt=h.attempts + 1, changes={"attempts": h.attempts + 1},
                                      work=Work(h.token, self.worker_id, utcnow()))
                               for h, _ in ready], [h for h, _ in ready])
+        failpoint("routing")  # crash matrix: `routing` recorded, quotes not asked yet
         if started:
             self._fetch_quotes(started)
 
@@ -434,6 +437,7 @@ class OrderExecutor:
                                   work=Work(held.token, self.worker_id, after_ms(first_poll[held.id] * 1000))))
             held.tx_hash, held.venue = signature, venue.name
         for held in self._move(changes, [h for h, _ in submitted]):
+            failpoint("submitted")  # crash matrix: `submitted` recorded, not yet polled
             held.decision = None
             self.later([held], first_poll[held.id])
 
@@ -465,8 +469,10 @@ class OrderExecutor:
             return
         swaps = [(SwapRequest(h.decision["pool"], by_symbol(h.token_in), by_symbol(h.token_out), h.amount_in,
                               Decimal(h.decision["minAmountOut"])), h.decision["clientTxId"]) for h in to_send]
+        failpoint("before_send")  # crash matrix: `building` recorded, nothing sent
         try:
             results = _one_each(self._call(venue, venue.execute_many, swaps), swaps, venue, "execute_many")
+            failpoint("after_send")  # crash matrix: the venue has them, `submitted` not written
         except Exception as exc:
             log.warning("send failed as a whole", extra={"venue": venue.name, "error": str(exc)})
             unknown.extend((h, exc) for h in to_send)
@@ -622,6 +628,7 @@ class OrderExecutor:
                 log.info("order failed", extra={"order_id": held.id, "attempts": attempt, "error": body})
         for held in self._move(changes, [h for h, _ in failed]):
             if held.id in delays:
+                failpoint("retrying")  # crash matrix: `retrying` recorded, in its backoff
                 held.decision = None
                 self.later([held], delays[held.id] / 1000)
 

@@ -46,6 +46,7 @@ from orderengine import metrics
 from orderengine.clock import utcnow
 from orderengine.errors import EngineError, IdempotencyKeyInUse, IdempotencyKeyReused, ServiceUnavailable
 from orderengine.events import Event
+from orderengine.failpoints import failpoint
 from orderengine.schemas import OrderRequest
 from orderengine.store import OrderStore, Work
 
@@ -256,6 +257,7 @@ class Intake:
         losers = [t for t in stored if t.event is None and not t.finished]  # their key was another request's
         live = self._queue(made) if made else []
         self._finish_keys([t for t in live if t.key is not None])
+        failpoint("intake_committed")  # crash matrix: stored and queued, no 201 sent
         for t in live:  # answered first: publishing and logging need not delay the 201s
             t.finish(t.event)
         self._settle_keys(losers)

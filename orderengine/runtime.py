@@ -17,6 +17,7 @@ from orderengine.bus import create_bus
 from orderengine.metrics import measured_venues
 from orderengine.config import Settings
 from orderengine.db import create_db_engine, ping
+from orderengine import failpoints
 from orderengine.execution import OrderExecutor, new_worker_id
 from orderengine.intake import Intake
 from orderengine.plugins import VenueRegistry, load_venues
@@ -39,6 +40,7 @@ class Runtime:
     def __init__(self, settings: Settings, redis_client: Any = None,
                  registry: VenueRegistry | None = None) -> None:
         self.settings = settings
+        failpoints.arm(dict(settings.failpoints))  # a test facility: none unless ORDERENGINE_FAILPOINTS
         self.engine = create_db_engine(settings.database_url, pool_size=settings.worker_concurrency + 5,
                                        connect_timeout_s=settings.db_connect_timeout_s,
                                        statement_timeout_ms=settings.db_statement_timeout_ms)
