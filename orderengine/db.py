@@ -24,11 +24,13 @@ def normalize_url(url: str) -> str:
 
 def create_db_engine(url: str, pool_size: int = 15) -> Engine:
     """On PostgreSQL a pool of `pool_size` connections plus 5 for bursts (a worker needs
-    one per thread, and the server's 100 connections are shared by every process)."""
+    one per thread, and the server's 100 connections are shared by every process).
+    A statement's parameters never appear in its errors (`hide_parameters`): they are
+    clients' data, and errors get logged."""
     if url.startswith("sqlite"):
         return _sqlite_engine(url)
     return sa.create_engine(url, pool_size=pool_size, max_overflow=5,
-                            pool_recycle=1800)
+                            pool_recycle=1800, hide_parameters=True)
 
 
 def _sqlite_engine(url: str) -> Engine:
@@ -36,7 +38,7 @@ def _sqlite_engine(url: str) -> Engine:
     if path and path != ":memory:":
         Path(path).parent.mkdir(parents=True, exist_ok=True)
     engine = sa.create_engine(url, connect_args={"timeout": 30, "check_same_thread": False},
-                              pool_size=20, max_overflow=20)
+                              pool_size=20, max_overflow=20, hide_parameters=True)
 
     @sa.event.listens_for(engine, "connect")
     def _on_connect(dbapi_conn, _record):  # pragma: no cover - driver glue

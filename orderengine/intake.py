@@ -124,8 +124,9 @@ class Intake:
     def __init__(self, store: OrderStore, queue_new_orders: Callable[[list[tuple[str, str]]], None],
                  window_s: float = GROUP_WINDOW_S, max_group: int = MAX_GROUP,
                  writers: int = WRITERS, idle_exit_s: float = IDLE_EXIT_S,
-                 key_ttl_s: int = 86_400) -> None:
+                 key_ttl_s: int = 86_400, admit: Callable[[], None] | None = None) -> None:
         self.store = store
+        self.admit = admit  # raises (e.g. Overloaded) to refuse a new order before it is stored
         self.queue_new_orders = queue_new_orders
         self.key_ttl_s = key_ttl_s
         self.window_s, self.max_group, self.writers = window_s, max_group, writers
@@ -141,7 +142,9 @@ class Intake:
         if key is not None:
             known = self._replay(key)
             if known is not None:
-                return known
+                return known  # a replay stores nothing: answered even when the queue is full
+        if self.admit is not None:
+            self.admit()
         ticket = _Ticket(request, key)
         with self._lock:  # so every order handed in comes before the writers' stop marks
             if self._closed:
@@ -354,8 +357,11 @@ def _named(group: list[_Ticket]) -> list[_Ticket]:
 
 
 def submit_order(runtime, request: OrderRequest, idempotency_key: str | None = None,
-                 caller: str = ANYONE) -> Accepted:
+                 caller: str = ANYONE, limit_key: str | None = None) -> Accepted:
     """Accept one order through the runtime's intake (see `Intake.submit`); with a key, a
-    retry gets the first answer again and creates nothing."""
+    retry gets the first answer again and creates nothing. With `limit_key`, the caller's
+    RATE_LIMIT_PER_MINUTE is checked first (RateLimited); a replay counts as a submission."""
+    if limit_key is not None:
+        runtime.rate_limit.check(limit_key)
     key = IdempotencyKey.of(caller, idempotency_key, request) if idempotency_key is not None else None
     return runtime.intake.submit(request, key)
