@@ -165,9 +165,10 @@ class Harness:
             assert proc.running, f"worker exited with {proc.popen.returncode}:\n{proc.tail()}"
         return proc
 
-    def redis_server(self, port: int) -> Process:
+    def redis_server(self, port: int, *extra: str) -> Process:
+        """A private redis-server; `extra` arguments go on its command line (e.g. --requirepass PW)."""
         proc = self.start("redis", [REDIS_SERVER, "--port", str(port), "--bind", "127.0.0.1", "--save", "",
-                                    "--appendonly", "no", "--daemonize", "no"], dict(os.environ))
+                                    "--appendonly", "no", "--daemonize", "no", *extra], dict(os.environ))
         eventually(lambda: _tcp_open(port) or _exited(proc), 10, "redis-server did not start", proc)
         assert proc.running, proc.tail()
         return proc
