@@ -93,36 +93,25 @@ async def hold_socket(ws_url: str, rec: Sock, sem: asyncio.Semaphore) -> None:
 
 def health_probe(url: str) -> tuple[int, float, list[str]]:
     """(answers within 1 s with 200, slowest answer, problems) over HEALTH_PROBES GETs."""
-    session = http_session(pool=1)
-    good, worst, problems = 0, 0.0, []
-    for _ in range(HEALTH_PROBES):
-        t = time.monotonic()
-        try:
-            r = session.get(url + "/health", timeout=1.0)
-            took = time.monotonic() - t
-            worst = max(worst, took)
-            if r.status_code == 200 and took <= 1.0:
-                good += 1
-            else:
-                problems.append(f"{r.status_code} in {took * 1000:.0f} ms")
-        except requests.RequestException as exc:
-            worst = max(worst, time.monotonic() - t)
-            problems.append(type(exc).__name__)
-        time.sleep(0.1)
-    return good, worst, problems
+    return probe(lambda session: session.get(url + "/health", timeout=1.0), 200)
 
 
 def post_probe(url: str) -> tuple[int, float, list[str]]:
     """(POSTs answered 201 within 1 s, slowest answer, problems) over HEALTH_PROBES orders."""
+    return probe(lambda session: session.post(url + "/api/orders/execute", json=ORDER, timeout=1.0), 201)
+
+
+def probe(request, status: int) -> tuple[int, float, list[str]]:
+    """HEALTH_PROBES requests one after the other: (answered `status` within 1 s, slowest, problems)."""
     session = http_session(pool=1)
     good, worst, problems = 0, 0.0, []
     for _ in range(HEALTH_PROBES):
         t = time.monotonic()
         try:
-            r = session.post(url + "/api/orders/execute", json=ORDER, timeout=1.0)
+            r = request(session)
             took = time.monotonic() - t
             worst = max(worst, took)
-            if r.status_code == 201 and took <= 1.0:
+            if r.status_code == status and took <= 1.0:
                 good += 1
             else:
                 problems.append(f"{r.status_code} in {took * 1000:.0f} ms")
