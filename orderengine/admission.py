@@ -66,24 +66,50 @@ class RateLimit:
 
     def __init__(self, per_minute: int, redis_client: Any = None, redis_url: str | None = None) -> None:
         self.item = RateLimitItemPerMinute(per_minute)
+        self.redis: RedisStorage | None = None
         if redis_client is None:
             storage = MemoryStorage()
         else:  # the runtime's connection pool: its timeouts, no second set of connections
-            storage = RedisStorage(redis_url or "redis://", connection_pool=redis_client.connection_pool,
-                                   key_prefix=RATE_KEY_PREFIX)
+            storage = self.redis = RedisStorage(redis_url or "redis://", key_prefix=RATE_KEY_PREFIX,
+                                                connection_pool=redis_client.connection_pool)
         self.limiter = MovingWindowRateLimiter(storage)
         self._warn = _Warner()
 
     def check(self, caller: str) -> None:
         """Count one submission of `caller`; RateLimited (with whole seconds to wait) if over."""
+        refused = self.check_many([caller])[0]
+        if refused is not None:
+            raise refused
+
+    def check_many(self, callers: list[str]) -> list[RateLimited | None]:
+        """Count one submission of each caller (a caller may appear more than once), in
+        order; for each, None (counted) or the RateLimited it gets. With Redis: ONE round
+        trip for all of them (the limits library's script, pipelined), so an intake group
+        pays one, not one per order."""
         try:
-            if self.limiter.hit(self.item, "orders", caller):
-                return
-            reset_at, _ = self.limiter.get_window_stats(self.item, "orders", caller)
+            if self.redis is not None and len(callers) > 1:
+                admitted = self._hit_pipelined(callers)
+            else:
+                admitted = [self.limiter.hit(self.item, "orders", c) for c in callers]
+            return [None if ok else RateLimited(self._retry_after(c)) for c, ok in zip(callers, admitted)]
         except Exception as exc:  # noqa: BLE001 - fail open, see the class docstring
             self._warn("rate limit not checked: its storage failed; letting the order through", exc)
-            return
-        raise RateLimited(max(1, math.ceil(reset_at - time.time())))
+            return [None] * len(callers)
+
+    def _hit_pipelined(self, callers: list[str]) -> list[bool]:
+        """`MovingWindowRateLimiter.hit` for each caller, as RedisStorage.acquire_entry runs it,
+        in one pipeline (the script runs atomically per caller, in order)."""
+        storage = self.redis
+        now, expiry = time.time(), self.item.get_expiry()
+        with storage.get_connection().pipeline(transaction=False) as pipe:
+            for caller in callers:
+                key = storage.prefixed_key(self.item.key_for("orders", caller))
+                storage.lua_acquire_moving_window([key], [now, self.item.amount, expiry, 1], client=pipe)
+            return [bool(ok) for ok in pipe.execute()]
+
+    def _retry_after(self, caller: str) -> int:
+        reset_at, _ = self.limiter.get_window_stats(self.item, "orders", caller)
+        return max(1, math.ceil(reset_at - time.time()))
 
 
 class QueueCap:
@@ -120,6 +146,11 @@ class QueueCap:
             if self._count + self._admitted_since >= self.cap:
                 raise Overloaded(OVERLOADED_RETRY_AFTER_S)
             self._admitted_since += 1
+
+    def release(self) -> None:
+        """Give back a place taken by `admit` for an order that was then not stored."""
+        with self._lock:
+            self._admitted_since = max(0, self._admitted_since - 1)
 
     def _refresh(self) -> None:
         started = self._clock()

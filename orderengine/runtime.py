@@ -49,7 +49,7 @@ class Runtime:
         self.socket_slots = SocketSlots(settings.max_sockets_per_process, settings.max_sockets_per_key,
                                         redis_client)
         self.intake = Intake(self.store, self.queue_new_orders, key_ttl_s=settings.idempotency_ttl_s,
-                             admit=self.queue_cap.admit)  # new orders: group commit
+                             queue_cap=self.queue_cap, rate_limit=self.rate_limit)  # group commit
         self.huey = build_huey(redis_client)
         self.registry = registry if registry is not None else load_venues(settings)
         self._wake = self.huey.task(name="wake", retries=0)(self._run_wake)

@@ -62,3 +62,29 @@ def test_sockets_of_one_caller_are_counted_across_processes(fleet):
         one.socket_slots.open("key:alice")
     one.socket_slots.close(first)
     two.socket_slots.open("key:alice")
+
+
+def test_a_group_is_counted_in_one_pipelined_round_trip_in_order(fleet):
+    limit = fleet.runtime(rate_limit_per_minute=5).rate_limit
+    limit.check("key:carol")
+    outcomes = limit.check_many(["key:carol"] * 6 + ["key:dave"])
+    assert [o is None for o in outcomes] == [True] * 4 + [False] * 2 + [True]
+    assert all(1 <= o.retry_after_s <= 60 for o in outcomes[4:6])
+    with pytest.raises(RateLimited):
+        limit.check("key:carol")
+
+
+def test_concurrent_posts_of_one_caller_get_exactly_the_limit(fleet, settings):
+    from orderengine.app import create_app
+    from tests.integration.watching import order_body
+
+    runtime = fleet.runtime(rate_limit_per_minute=25)
+    app = create_app(runtime.settings, runtime=runtime)
+
+    def post(_):
+        return app.test_client().post("/api/orders/execute", json=order_body()).status_code
+
+    with concurrent.futures.ThreadPoolExecutor(max_workers=16) as pool:
+        codes = list(pool.map(post, range(60)))
+    assert codes.count(201) == 25 and codes.count(429) == 35
+    assert count_unsubmitted(runtime.engine, 1000) == 25

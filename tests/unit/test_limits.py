@@ -151,7 +151,7 @@ def test_orders_that_left_the_queue_make_room_once_the_count_is_refreshed(runtim
     cap = QueueCap(runtime.engine, 2, refresh_s=0.2, clock=lambda: clock[0])
     from orderengine.intake import submit_order
     from orderengine.schemas import parse_order_request
-    runtime.intake.admit = cap.admit
+    runtime.intake.queue_cap = cap
     ids = [submit_order(runtime, parse_order_request(SOL_USDC)).order_id for _ in range(2)]
     with pytest.raises(Exception) as full:
         cap.admit()
