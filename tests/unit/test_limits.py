@@ -223,3 +223,10 @@ def test_a_full_process_refuses_one_more_socket_with_1013():
     with pytest.raises(ServerBusy) as refused:
         slots.open("c")
     assert refused.value.close_code == 1013
+
+
+def test_an_order_refused_by_the_rate_limit_takes_no_place_in_the_queue(limited):
+    runtime, client = limited(rate_limit_per_minute=1, max_queued_orders=2)
+    assert post(client, addr="10.0.0.1").status_code == 201
+    assert post(client, addr="10.0.0.1").status_code == 429
+    assert post(client, addr="10.0.0.2").status_code == 201
