@@ -16,6 +16,11 @@ all (the queue took it and then the connection broke) is live: its answer is
 201. If the database fails, every order of the group gets a 503 and none is
 stored. An error that belongs to one order (a row the database refuses) is
 found by storing the group's orders one by one, and stays that order's.
+
+SPEC §6's limits refuse before anything is stored: a full queue (MAX_QUEUED_ORDERS,
+`admission.QueueCap`) refuses an order before it joins a group (503 OVERLOADED), and
+the writer counts a group against its callers' RATE_LIMIT_PER_MINUTE in one round trip
+(`RateLimit.check_many`) and answers the ones over it 429 RATE_LIMITED.
 """
 from __future__ import annotations
 
