@@ -7,6 +7,13 @@ threads took hundreds (bench/README.md). WEB_THREADS bounds the connections one
 process serves at once. psycopg 3 and redis-py cooperate with gevent's patched
 sockets by themselves. Settings come from the same place as the engine's
 (environment and .env).
+
+A process holds at most MAX_SOCKETS_PER_PROCESS WebSockets (one more is refused
+at once with close 1013: orderengine/socketslots.py), and accepts
+MAX_SOCKETS_PER_PROCESS + WEB_THREADS connections, so with every socket slot
+taken HTTP still has WEB_THREADS connections of its own and never waits in the
+listen queue behind sockets. Every line gunicorn logs goes through the
+engine's redaction (no `?apiKey=` or password in a log); there is no access log.
 """
 from orderengine import metrics_files
 from orderengine.config import load_settings
@@ -16,7 +23,8 @@ _settings = load_settings()
 bind = f"{_settings.host}:{_settings.port}"
 workers = _settings.web_concurrency
 worker_class = "gevent"
-worker_connections = _settings.web_threads
+worker_connections = _settings.max_sockets_per_process + _settings.web_threads
+logger_class = "orderengine.logs.RedactingGunicornLogger"
 timeout = 60
 graceful_timeout = 15
 keepalive = 5

@@ -112,7 +112,7 @@ def _rate(raw: str) -> float:
 def _database_url(raw: str) -> str:
     url = normalize_url(raw.strip())
     if not (url.startswith("sqlite:") or url.startswith("postgresql+psycopg:")):
-        raise ConfigError(f"must be a sqlite:/// or postgresql:// URL, got {raw!r}")
+        raise ConfigError(f"must be a sqlite:/// or postgresql:// URL, got {_printable_url(raw)!r}")
     return url
 
 
@@ -121,8 +121,14 @@ def _redis_url(raw: str) -> str | None:
     if not url:
         return None
     if not url.startswith(("redis://", "rediss://", "unix://")):
-        raise ConfigError(f"must be a redis:// URL, got {raw!r}")
+        raise ConfigError(f"must be a redis:// URL, got {_printable_url(raw)!r}")
     return url
+
+
+def _printable_url(raw: str) -> str:
+    """A URL quoted back in an error without its password."""
+    from orderengine.logs import redact_url  # logs imports nothing of ours but the clock
+    return redact_url(raw.strip()) or ""
 
 
 def _names(raw: str) -> tuple[str, ...] | None:

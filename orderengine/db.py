@@ -34,11 +34,13 @@ def create_db_engine(url: str, pool_size: int = 15, connect_timeout_s: int = CON
     one per thread, and the server's 100 connections are shared by every process), each
     opened within `connect_timeout_s` and every statement on it cancelled by the server
     after `statement_timeout_ms` (0: no limit, for migrations), lock waits included: a
-    database that hangs fails the call instead of holding its thread for ever."""
+    database that hangs fails the call instead of holding its thread for ever.
+    A statement's parameters never appear in its errors (`hide_parameters`): they are
+    clients' data, and errors get logged."""
     if url.startswith("sqlite"):
         return _sqlite_engine(url)
     return sa.create_engine(url, pool_size=pool_size, max_overflow=5, pool_recycle=1800,
-                            connect_args=pg_connect_args(connect_timeout_s, statement_timeout_ms))
+                            hide_parameters=True, connect_args=pg_connect_args(connect_timeout_s, statement_timeout_ms))
 
 
 def pg_connect_args(connect_timeout_s: int, statement_timeout_ms: int) -> dict[str, Any]:
@@ -61,7 +63,7 @@ def _sqlite_engine(url: str) -> Engine:
     if path and path != ":memory:":
         Path(path).parent.mkdir(parents=True, exist_ok=True)
     engine = sa.create_engine(url, connect_args={"timeout": 30, "check_same_thread": False},
-                              pool_size=20, max_overflow=20)
+                              pool_size=20, max_overflow=20, hide_parameters=True)
 
     @sa.event.listens_for(engine, "connect")
     def _on_connect(dbapi_conn, _record):  # pragma: no cover - driver glue

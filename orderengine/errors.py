@@ -85,6 +85,42 @@ class UnsupportedMediaType(EngineError):
 
 
 
+class RateLimited(EngineError):
+    """Too many orders from this caller in the last 60 seconds."""
+    code = "RATE_LIMITED"
+    http_status = 429
+
+    def __init__(self, retry_after_s: int, message: str | None = None) -> None:
+        super().__init__(message or f"Too many orders in the last 60 seconds; try again in {retry_after_s} s.",
+                         retryAfter=retry_after_s)
+        self.retry_after_s = retry_after_s
+
+
+class Overloaded(EngineError):
+    """Too many orders are waiting to be executed; the order was not accepted."""
+    code = "OVERLOADED"
+    http_status = 503
+
+    def __init__(self, retry_after_s: int, message: str | None = None) -> None:
+        super().__init__(message or "Too many orders are waiting to be executed; nothing was stored. "
+                         f"Try again in {retry_after_s} s.", retryAfter=retry_after_s)
+        self.retry_after_s = retry_after_s
+
+
+class TooManySockets(EngineError):
+    """This caller has as many WebSockets open as it may (MAX_SOCKETS_PER_KEY)."""
+    code = "TOO_MANY_SOCKETS"
+    http_status = 429
+    close_code = 4429
+
+
+class ServerBusy(EngineError):
+    """This server process holds as many WebSockets as it may; try again later."""
+    code = "SERVER_BUSY"
+    http_status = 503
+    close_code = 1013  # RFC 6455: try again later
+
+
 class ServiceUnavailable(EngineError):
     """A dependency (database, queue) is not answering; nothing was changed."""
     code = "SERVICE_UNAVAILABLE"

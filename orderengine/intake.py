@@ -25,6 +25,11 @@ are not stored are inserted again (once) or answered 503. Only when the database
 cannot be asked at all is the whole group answered 503 while some of it may be
 stored (and then runs): that is logged with the ids, and a client that sent an
 Idempotency-Key gets the true answer when it retries.
+
+SPEC §6's limits refuse before anything is stored: a full queue (MAX_QUEUED_ORDERS,
+`admission.QueueCap`) refuses an order before it joins a group (503 OVERLOADED), and
+the writer counts a group against its callers' RATE_LIMIT_PER_MINUTE in one round trip
+(`RateLimit.check_many`) and answers the ones over it 429 RATE_LIMITED.
 """
 from __future__ import annotations
 
@@ -43,6 +48,7 @@ from typing import Callable
 from sqlalchemy.exc import DBAPIError, InterfaceError, OperationalError, SQLAlchemyError
 
 from orderengine import metrics
+from orderengine.admission import QueueCap, RateLimit
 from orderengine.clock import utcnow
 from orderengine.errors import EngineError, IdempotencyKeyInUse, IdempotencyKeyReused, ServiceUnavailable
 from orderengine.events import Event
@@ -82,13 +88,16 @@ _QUEUE_UNAVAILABLE = "The order queue is not available; the order was not accept
 
 class _Ticket:
     """One order waiting for its group's commit: the request thread holds `_done`."""
-    __slots__ = ("order_id", "request", "work", "key", "event", "replayed", "error", "finished", "_done")
+    __slots__ = ("order_id", "request", "work", "key", "limit_key", "event", "replayed", "error", "finished",
+                 "_done")
 
-    def __init__(self, request: OrderRequest, key: "IdempotencyKey | None" = None) -> None:
+    def __init__(self, request: OrderRequest, key: "IdempotencyKey | None" = None,
+                 limit_key: str | None = None) -> None:
         self.order_id = ""  # the writer names the group's orders at once (see `_named`)
         self.request = request
         self.work: Work | None = None
         self.key = key
+        self.limit_key = limit_key  # whose RATE_LIMIT_PER_MINUTE this order counts against
         self.event: Event | None = None
         self.replayed = False
         self.error: BaseException | None = None
@@ -139,8 +148,11 @@ class Intake:
     def __init__(self, store: OrderStore, queue_new_orders: Callable[[list[tuple[str, str]]], None],
                  window_s: float = GROUP_WINDOW_S, max_group: int = MAX_GROUP,
                  writers: int = WRITERS, idle_exit_s: float = IDLE_EXIT_S,
-                 key_ttl_s: int = 86_400) -> None:
+                 key_ttl_s: int = 86_400, queue_cap: "QueueCap | None" = None,
+                 rate_limit: "RateLimit | None" = None) -> None:
         self.store = store
+        self.queue_cap = queue_cap  # refuses a new order (Overloaded) before it is stored
+        self.rate_limit = rate_limit  # checked for a whole group at once by the writer
         self.queue_new_orders = queue_new_orders
         self.key_ttl_s = key_ttl_s
         self.window_s, self.max_group, self.writers = window_s, max_group, writers
@@ -150,14 +162,22 @@ class Intake:
         self._running = 0
         self._closed = False
 
-    def submit(self, request: OrderRequest, key: IdempotencyKey | None = None) -> Accepted:
+    def submit(self, request: OrderRequest, key: IdempotencyKey | None = None,
+               limit_key: str | None = None) -> Accepted:
         """Store the order and queue its first step; returns its `pending` event once both
-        are done. ServiceUnavailable when the database or the queue is away (nothing stored)."""
+        are done. ServiceUnavailable when the database or the queue is away (nothing stored).
+        With `limit_key`, the submission counts against that caller's rate limit (a replay
+        too) and is refused with RateLimited over it; a new order is refused with
+        Overloaded when the queue is full (`queue_cap`). Nothing is stored for a refusal."""
         if key is not None:
             known = self._replay(key)
             if known is not None:
-                return known
-        ticket = _Ticket(request, key)
+                if limit_key is not None and self.rate_limit is not None:
+                    self.rate_limit.check(limit_key)
+                return known  # a replay stores nothing: answered even when the queue is full
+        if self.queue_cap is not None:
+            self.queue_cap.admit()
+        ticket = _Ticket(request, key, limit_key if self.rate_limit is not None else None)
         with self._lock:  # so every order handed in comes before the writers' stop marks
             if self._closed:
                 raise ServiceUnavailable("The server is shutting down; the order was not accepted.")
@@ -250,6 +270,7 @@ class Intake:
         return group
 
     def _commit(self, group: list[_Ticket]) -> None:
+        group = self._within_rate(group)
         if not group:
             return
         stored = self._store(group)
@@ -268,6 +289,19 @@ class Intake:
         if log.isEnabledFor(logging.INFO):
             for t in live:
                 log.info("order accepted", extra={"order_id": t.order_id, **t.event.data})
+
+    def _within_rate(self, group: list[_Ticket]) -> list[_Ticket]:
+        """The group's orders within their callers' rate limits (one round trip for the
+        group); the others are answered RateLimited here and not stored."""
+        counted = [t for t in group if t.limit_key is not None]
+        if not counted:
+            return group
+        for t, refused in zip(counted, self.rate_limit.check_many([t.limit_key for t in counted])):
+            if refused is not None:
+                t.finish(error=refused)
+                if self.queue_cap is not None:
+                    self.queue_cap.release()  # its place in the queue was never used
+        return [t for t in group if not t.finished]
 
     def _store(self, group: list[_Ticket]) -> list[_Ticket]:
         """Insert the group at once; the tickets stored (with their event), the others
@@ -407,8 +441,9 @@ def _named(group: list[_Ticket]) -> list[_Ticket]:
 
 
 def submit_order(runtime, request: OrderRequest, idempotency_key: str | None = None,
-                 caller: str = ANYONE) -> Accepted:
+                 caller: str = ANYONE, limit_key: str | None = None) -> Accepted:
     """Accept one order through the runtime's intake (see `Intake.submit`); with a key, a
-    retry gets the first answer again and creates nothing."""
+    retry gets the first answer again and creates nothing. With `limit_key`, it counts against
+    the caller's RATE_LIMIT_PER_MINUTE (RateLimited over it); a replay counts too."""
     key = IdempotencyKey.of(caller, idempotency_key, request) if idempotency_key is not None else None
-    return runtime.intake.submit(request, key)
+    return runtime.intake.submit(request, key, limit_key)
