@@ -35,6 +35,7 @@ log = logging.getLogger(__name__)
 
 REDIS_CONNECT_TIMEOUT_S = 2
 REDIS_SOCKET_TIMEOUT_S = 5    # any Redis command; longer than every blocking wait we issue (1 s)
+REDIS_POOL_SIZE = 200         # connections one process may hold; more wait for one to come back
 REDIS_HEALTH_CHECK_S = 15     # a connection idle this long is PINGed before it is used
 
 
@@ -48,10 +49,15 @@ class Runtime:
                                        statement_timeout_ms=settings.db_statement_timeout_ms)
         if redis_client is None and settings.redis_url:
             # every call out has a time limit: this pool is shared by the bus (whose pub/sub
-            # reader waits 1 s at a time, inside the limit) and by Huey (blocking pops of 1 s)
-            redis_client = redis.Redis.from_url(settings.redis_url, socket_connect_timeout=REDIS_CONNECT_TIMEOUT_S,
-                                                socket_timeout=REDIS_SOCKET_TIMEOUT_S,
-                                                health_check_interval=REDIS_HEALTH_CHECK_S)
+            # reader waits 1 s at a time, inside the limit) and by Huey (blocking pops of 1 s).
+            # A blocking pool: under gevent a burst of socket handshakes wants more connections
+            # at once than the pool holds; they wait their turn (up to the command limit)
+            # instead of failing with MaxConnectionsError.
+            pool = redis.BlockingConnectionPool.from_url(
+                settings.redis_url, max_connections=REDIS_POOL_SIZE, timeout=REDIS_SOCKET_TIMEOUT_S,
+                socket_connect_timeout=REDIS_CONNECT_TIMEOUT_S, socket_timeout=REDIS_SOCKET_TIMEOUT_S,
+                health_check_interval=REDIS_HEALTH_CHECK_S)
+            redis_client = redis.Redis(connection_pool=pool)
         self.redis = redis_client
         self.bus = create_bus(redis_client)
         self.store = OrderStore(self.engine, self.bus)
