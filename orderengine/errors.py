@@ -181,6 +181,21 @@ class TxDropped(ExecutionError):
     retryable = False
 
 
+class VenueUnreachable(ExecutionError):
+    """The venue could not be asked about a transaction that may have gone out, past its
+    validity window: whether the swap filled is unknown. Not sent again, not retried (a new
+    attempt could fill twice); `event_data` names what to reconcile with the venue."""
+    code = "VENUE_UNREACHABLE"
+    retryable = False
+
+    def __init__(self, message: str | None = None, *, venue: str | None = None, tx_hash: str | None = None,
+                 client_tx_id: str | None = None, sent_at: str | None = None) -> None:
+        super().__init__(message)
+        #: merged into the `failed` event's data: the outcome is unknown, and where to look
+        self.event_data: dict[str, Any] = {"outcome": "unknown", "venue": venue, "txHash": tx_hash,
+                                           "clientTxId": client_tx_id, "sentAt": sent_at}
+
+
 class OrderExpired(ExecutionError):
     """The order was not submitted within ORDER_TTL_MS of being accepted; it was never sent."""
     code = "EXPIRED"

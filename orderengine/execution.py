@@ -26,14 +26,19 @@ No order waits forever (README, "No order waits forever"). Each case and its bou
     a row; then, if nothing can have been sent in this attempt (pending, routing,
     retrying), the order ends `failed` STEP_FAILED (or the venue's own code);
   - where a transaction may be out (a send that raised, a resumed `building`,
-    `submitted`), nothing ends and no new attempt starts until the venue has answered
-    about it: FAILED (the attempt failed), or UNKNOWN from a `lookup` made after its
-    validity window has passed (from `building` for a send that kept failing: then
-    `failed` with the venue's code or STEP_FAILED; from `submitted` for one the venue
-    forgot: `failed` TX_DROPPED). Until then a send is repeated only under the same
-    client tx id (idempotent), and not at all once STEP_MAX_FAILURES is reached. A
-    venue that cannot answer at all keeps being asked, every STEP_RETRY_MAX_S at
-    most: ending the order then could hide a fill;
+    `submitted`), no new attempt starts until the venue has answered about it: FAILED
+    (the attempt failed), or UNKNOWN from a `lookup` made after its validity window
+    (from the latest moment it may have been sent) has passed: for a send that kept
+    failing, `failed` with the venue's code or STEP_FAILED; for an order past
+    ORDER_TTL_MS, or a submitted transaction the venue forgot, `failed` TX_DROPPED.
+    Until then a send is repeated only under the same client tx id (idempotent), and
+    not at all once STEP_MAX_FAILURES is reached or ORDER_TTL_MS has passed. EXPIRED
+    is only for orders of which nothing can have been sent;
+  - a venue that cannot answer at all (lookup/status raise or time out) about such a
+    transaction is asked again after the backoff (at the window's end at the latest),
+    until the validity window has passed AND STEP_MAX_FAILURES questions in a row went
+    unanswered: then `failed` VENUE_UNREACHABLE, with no new attempt and nothing sent;
+    its message and event data say the outcome is unknown and what to reconcile;
   - a venue not loaded here: nothing sent -> the attempt fails VENUE_UNAVAILABLE (a new
     attempt routes afresh); maybe sent -> the order is handed back for a worker that
     has the venue, and after the venue's validity window (when it can no longer land)
@@ -51,16 +56,18 @@ import threading
 import uuid
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
+from functools import partial
 from decimal import Decimal
 from typing import Any, Callable, Iterable
 
 from orderengine import metrics
 from orderengine.amounts import decimal_str
-from orderengine.clock import after_ms, utcnow
+from orderengine.clock import after_ms, iso, utcnow
 from orderengine.config import Settings
 from orderengine.calls import VenueCalls
 from orderengine.errors import (
-    EngineError, ExecutionError, OrderExpired, StepFailed, TxDropped, VenueUnavailable, error_from_dict,
+    EngineError, ExecutionError, OrderExpired, StepFailed, TxDropped, VenueUnavailable, VenueUnreachable,
+    error_from_dict,
 )
 from orderengine.events import Event
 from orderengine.failpoints import failpoint
@@ -111,6 +118,12 @@ class Held:
     failures: int = 0                       # steps (or venue calls) in a row that broke on this order
     last_failure: tuple[str, BaseException] | None = None  # (where, what) of the last one
     alone: bool = False                     # run its next step in a group of its own
+    #: when this worker last started a send of the current attempt's swap (in memory only;
+    #: a worker that took the order over counts from `since`)
+    sent_at: dt.datetime | None = None
+    #: questions to the venue about its transaction (lookup, status) in a row that it did
+    #: not answer (raised, timed out): with the validity window, what VENUE_UNREACHABLE bounds
+    lookup_failures: int = 0
 
     @classmethod
     def of(cls, row: Any) -> "Held":
@@ -130,11 +143,28 @@ class Held:
     def moved(self, event: Event) -> None:
         self.status, self.last_seq, self.attempts = event.status.value, event.seq, event.attempt
         self.since = event.at
+        if self.status != Status.SUBMITTED.value:  # a new status before any send of it
+            self.sent_at = None
         self.answered()
 
     def answered(self) -> None:
         """It made progress (moved on, or the venue answered about it): failures start over."""
-        self.failures, self.last_failure, self.alone = 0, None, False
+        self.failures, self.last_failure, self.alone, self.lookup_failures = 0, None, False, 0
+
+    def keep(self, old: "Held") -> None:
+        """Re-read from the database: what the executor learnt about the order stays with it."""
+        self.failures, self.last_failure, self.alone = old.failures, old.last_failure, old.alone
+        self.lookup_failures = old.lookup_failures
+        if old.attempts == self.attempts:
+            self.sent_at = old.sent_at
+
+    @property
+    def maybe_sent_at(self) -> dt.datetime | None:
+        """The latest moment its transaction may have been sent, as far as this worker knows:
+        where its validity window starts (`building`: recorded before the send; `submitted`:
+        just after it)."""
+        moments = [m for m in (self.since, self.sent_at) if m is not None]
+        return max(moments) if moments else None
 
 
 #: later(orders, seconds): run these orders' next step after `seconds` (the pump's timer)
@@ -221,13 +251,19 @@ class OrderExecutor:
                 held.reload, held.alone = True, len(group) > 1 or held.alone
                 self._broke([held], exc, step.__name__)
 
-    def _broke(self, orders: list[Held], exc: BaseException, where: str) -> None:
+    def _broke(self, orders: list[Held], exc: BaseException, where: str,
+               until: dt.datetime | None = None) -> None:
         """A step or venue call broke for these orders: count it and run them again after
-        a backoff (RETRY_BACKOFF_MS doubling per failure in a row, capped)."""
+        a backoff (RETRY_BACKOFF_MS doubling per failure in a row, capped), and no later
+        than `until` if that is still ahead."""
+        now = utcnow()
         for held in orders:
             held.failures += 1
             held.last_failure = (where, exc)
-            self.later([held], self._backoff(held.failures))
+            delay = self._backoff(held.failures)
+            if until is not None and until > now:
+                delay = min(delay, max(POLL_MIN_S, (until - now).total_seconds()))
+            self.later([held], delay)
 
     def _backoff(self, failures: int) -> float:
         base = max(STEP_RETRY_MIN_S, self.settings.retry_backoff_ms / 1000)
@@ -450,23 +486,28 @@ class OrderExecutor:
         to_send, expired = self._expired(orders)
         late = {id(h) for h in expired}
         if not known_unsent:
-            statuses = self._lookups(venue, orders, unknown)
+            asked_at = utcnow()
+            statuses = self._lookups(venue, orders, failed)
             if statuses is None:
                 return
             to_send = []
             for held, status in zip(orders, statuses):
                 if status.state is not TxState.UNKNOWN:
                     submitted.append((held, status.signature))  # it went out before: it was in time
-                elif id(held) in late:
-                    failed.append((held, self._expiry()))
                 elif self._exhausted(held):  # never got it, after all those tries: stop sending
-                    self._give_up_after_window(venue, held, failed)
+                    self._stop_sending(venue, held, asked_at, self._gave_up_error, failed)
+                elif id(held) in late:  # past ORDER_TTL_MS, and an earlier send may still land
+                    self._stop_sending(venue, held, asked_at, partial(self._dropped_after_expiry, venue),
+                                       failed)
                 else:
                     to_send.append(held)
-        else:
+        else:  # just built here: nothing of these can be out, so expiry ends them at once
             failed.extend((h, self._expiry()) for h in expired)
         if not to_send:
             return
+        sending_at = utcnow()
+        for held in to_send:  # from here it may be out: its validity window starts again
+            held.sent_at = sending_at
         swaps = [(SwapRequest(h.decision["pool"], by_symbol(h.token_in), by_symbol(h.token_out), h.amount_in,
                               Decimal(h.decision["minAmountOut"])), h.decision["clientTxId"]) for h in to_send]
         failpoint("before_send")  # crash matrix: `building` recorded, nothing sent
@@ -489,45 +530,102 @@ class OrderExecutor:
         if refused:
             # The venue refused: if it also says it never received the transaction, the
             # attempt failed; if it has it after all, go on with it.
-            statuses = self._lookups(venue, [h for h, _ in refused], unknown)
+            statuses = self._lookups(venue, [h for h, _ in refused], failed)
             for (held, error), status in zip(refused, statuses or []):
                 if status.state is TxState.UNKNOWN:
                     failed.append((held, error))
                 else:
                     submitted.append((held, status.signature))
 
-    def _give_up_after_window(self, venue: Venue, held: Held, failed: list) -> None:
-        """An order whose sends broke STEP_MAX_FAILURES times and that the venue says it
-        never got. A send that timed out may still be on its way, and could land until
-        the venue's validity window (from `building`) has passed: no more sends, and it
-        fails only once the window is over and a lookup still says UNKNOWN (this one,
-        or the one at the window's end)."""
-        now = utcnow()
-        end = (held.since or now) + dt.timedelta(seconds=_window(venue))
-        if now >= end:
-            failed.append((held, self._gave_up_error(held)))
+    def _stop_sending(self, venue: Venue, held: Held, asked_at: dt.datetime,
+                      error: Callable[[Held], ExecutionError], failed: list) -> None:
+        """An order in `building` that is not to be sent again (its sends broke
+        STEP_MAX_FAILURES times, or its ORDER_TTL_MS has passed), which the venue says it
+        never got, though an earlier send may still be on its way: it could land until
+        the venue's validity window (from that send) has passed. It fails with `error`
+        only once a lookup made after the window's end still says UNKNOWN (this one, or
+        the one at the window's end); if it lands meanwhile, it goes on as submitted."""
+        end = self._window_end(venue, held)
+        if asked_at >= end:
+            failed.append((held, error(held)))
             return
-        log.warning("sends kept failing; not sending again, asking the venue until the validity window ends",
+        log.warning("not sending again; asking the venue until the validity window of an earlier send ends",
                     extra={"order_id": held.id, "venue": venue.name})
-        self.later([held], max(POLL_MIN_S, min(POLL_MAX_S, (end - now).total_seconds())))
+        self.later([held], max(POLL_MIN_S, min(POLL_MAX_S, (end - utcnow()).total_seconds())))
 
-    def _lookups(self, venue: Venue, orders: list[Held],
-                 unknown: list[tuple[Held, BaseException]]) -> list[TxStatus] | None:
+    def _dropped_after_expiry(self, venue: Venue, held: Held) -> ExecutionError:
+        """What ends an order past ORDER_TTL_MS whose send may have gone out and that the
+        venue still does not know after the validity window: TX_DROPPED, not EXPIRED (a
+        transaction of it may have been out; it can no longer land)."""
+        cause = ""
+        if held.last_failure is not None:
+            where, exc = held.last_failure
+            cause = f" (the last failure, in step {where}: {type(exc).__name__}: {str(exc)[:200]})"
+        return TxDropped(
+            f"The order was not submitted within {self.settings.order_ttl_ms} ms of being accepted, "
+            f"while a send of its swap may have been out{cause}; {venue.name} does not know transaction "
+            f"{held.decision['clientTxId']} {_window(venue):g} s after it may have been sent (its validity "
+            "window): it can no longer land. Not sent again.")
+
+    def _window_end(self, venue: Venue, held: Held) -> dt.datetime:
+        """When the order's transaction can no longer land: the venue's validity window from
+        the latest moment it may have been sent."""
+        return (held.maybe_sent_at or utcnow()) + dt.timedelta(seconds=_window(venue))
+
+    def _lookups(self, venue: Venue, orders: list[Held], failed: list) -> list[TxStatus] | None:
+        """`lookup` of each order's transaction by client tx id; None if the venue did not
+        answer (`_unanswered` then asks again later, or ends the orders)."""
         try:
-            return _one_each(self._call(venue, venue.lookups, [h.decision["clientTxId"] for h in orders]),
-                             orders, venue, "lookups")
+            statuses = _one_each(self._call(venue, venue.lookups, [h.decision["clientTxId"] for h in orders]),
+                                 orders, venue, "lookups")
         except Exception as exc:
             log.warning("lookup failed; will ask again", extra={"venue": venue.name, "error": str(exc)})
-            unknown.extend((h, exc) for h in orders)
+            self._unanswered(venue, orders, exc, "_send", failed)
             return None
+        for held in orders:
+            held.lookup_failures = 0
+        return statuses
+
+    def _unanswered(self, venue: Venue, orders: list[Held], exc: BaseException, where: str,
+                    failed: list) -> None:
+        """The venue did not answer (raised, timed out) a question about these orders'
+        transactions, which may be out. Ask again after the backoff, at the end of the
+        validity window at the latest; once the window (from the latest possible send) has
+        passed and STEP_MAX_FAILURES questions in a row went unanswered, `failed`
+        VENUE_UNREACHABLE: the outcome is unknown, and nothing is sent again."""
+        now = utcnow()
+        for held in orders:
+            held.lookup_failures += 1
+            end = self._window_end(venue, held)
+            if held.lookup_failures >= self.settings.step_max_failures and now >= end:
+                failed.append((held, self._unreachable(venue, held, exc)))
+            else:
+                self._broke([held], exc, where, until=end)
+
+    def _unreachable(self, venue: Venue, held: Held, exc: BaseException) -> VenueUnreachable:
+        client_tx_id = (held.decision or {}).get("clientTxId") or held.client_tx_id
+        sent_at = iso(held.maybe_sent_at)
+        tx = f"transaction {held.tx_hash} (client tx id {client_tx_id})" if held.tx_hash \
+            else f"the transaction with client tx id {client_tx_id}"
+        log.error("venue unreachable about a transaction that may be out, past its validity window; "
+                  "the order ends failed with its outcome unknown",
+                  extra={"order_id": held.id, "venue": venue.name, "tx_hash": held.tx_hash,
+                         "client_tx_id": client_tx_id, "sent_at": sent_at})
+        return VenueUnreachable(
+            f"Outcome unknown: {venue.name} did not answer {held.lookup_failures} questions in a row about "
+            f"{tx}, sent around {sent_at}, and its validity window ({_window(venue):g} s) has "
+            f"passed (the last: {type(exc).__name__}: {str(exc)[:200]}). The swap may have filled: "
+            "reconcile with the venue. Not sent again.",
+            venue=venue.name, tx_hash=held.tx_hash, client_tx_id=client_tx_id, sent_at=sent_at)
 
     @metrics.step("settle")
     def _settle(self, group: list[Held]) -> None:
         """Ask the venue where each submitted transaction stands (one `statuses` call per
-        venue). A venue that cannot answer is asked again after a backoff, without end:
-        the transaction is out, so only the venue's word may end the order. One it calls
-        UNKNOWN is asked about again until its validity window has passed; then a last
-        `lookup` decides: still UNKNOWN -> `failed` TX_DROPPED, never sent again."""
+        venue). A venue that cannot answer is asked again after a backoff, until the
+        transaction's validity window has passed and STEP_MAX_FAILURES questions in a row
+        went unanswered: then `failed` VENUE_UNREACHABLE, outcome unknown (`_unanswered`).
+        One it calls UNKNOWN is asked about again until its validity window has passed;
+        then a last `lookup` decides: still UNKNOWN -> `failed` TX_DROPPED, never sent again."""
         confirmed: list[tuple[Held, TxStatus]] = []
         failed: list[tuple[Held, ExecutionError]] = []
         for name, orders in _by(group, lambda h: h.venue).items():
@@ -543,10 +641,12 @@ class OrderExecutor:
                                          chunk, venue, "statuses")
                 except Exception as exc:
                     log.warning("status query failed; will ask again", extra={"venue": name, "error": str(exc)})
-                    self._broke(chunk, exc, "_settle")
+                    self._unanswered(venue, chunk, exc, "_settle", failed)
                     continue
                 for held, status in zip(chunk, statuses):
                     if status.state is TxState.UNKNOWN:
+                        # not an answer that ends the wait: the last `lookup` (`_lost`) must
+                        # come, so a venue that cannot answer that one is still bounded
                         lost.append(held)
                     elif not _ended(held, status, confirmed, failed):
                         held.answered()
@@ -566,7 +666,7 @@ class OrderExecutor:
         now = utcnow()
         overdue = []
         for held in lost:
-            left = ((held.since or now) + dt.timedelta(seconds=window) - now).total_seconds()
+            left = (self._window_end(venue, held) - now).total_seconds()
             if left <= 0:
                 overdue.append(held)
                 continue
@@ -580,7 +680,7 @@ class OrderExecutor:
                              overdue, venue, "lookups")
         except Exception as exc:
             log.warning("last lookup failed; will ask again", extra={"venue": venue.name, "error": str(exc)})
-            self._broke(overdue, exc, "_settle")
+            self._unanswered(venue, overdue, exc, "_settle", failed)
             return
         for held, status in zip(overdue, last):
             if _ended(held, status, confirmed, failed):
@@ -623,8 +723,9 @@ class OrderExecutor:
                 log.info("attempt failed; retrying", extra={"order_id": held.id, "attempt": attempt,
                                                             "error": body, "retry_in_ms": delay_ms})
             else:
+                data = {"error": body, "attempts": attempt, **getattr(error, "event_data", {})}
                 changes.append(Change(held.id, held.token, held.version, Status.FAILED,
-                                      {"error": body, "attempts": attempt}, changes={"error": body}))
+                                      data, changes={"error": body}))
                 log.info("order failed", extra={"order_id": held.id, "attempts": attempt, "error": body})
         for held in self._move(changes, [h for h, _ in failed]):
             if held.id in delays:

@@ -187,6 +187,5 @@ class Pump:
         before = {h.id: h for h in orders}
         fresh = [Held.of(r) for r in rows]
         for held in fresh:  # what the executor learnt about the order stays with it
-            old = before[held.id]
-            held.failures, held.last_failure, held.alone = old.failures, old.last_failure, old.alone
+            held.keep(before[held.id])
         return fresh

@@ -191,3 +191,62 @@ class HungVenue(FakeVenue):
     def lookup(self, client_tx_id: str) -> TxStatus:
         self._hang()
         return super().lookup(client_tx_id)
+
+
+class DeafVenue(FakeVenue):
+    """Takes sends, but answers no question about its transactions: `lookup` and `status`
+    raise for the first `deaf_for` questions (every one, with None), then answer.
+    Remembers when it was asked."""
+
+    def __init__(self, *args, deaf_for: int | None = None, **kwargs) -> None:
+        super().__init__(*args, **kwargs)
+        self.deaf_for = deaf_for
+        self.asked: list[datetime] = []
+
+    def _asked(self) -> None:
+        with self.lock:
+            self.asked.append(datetime.now(timezone.utc))
+            deaf = self.deaf_for is None or len(self.asked) <= self.deaf_for
+        if deaf:
+            raise ConnectionError("the venue's RPC node does not answer")
+
+    def status(self, signature: str) -> TxStatus:
+        self._asked()
+        return super().status(signature)
+
+    def lookup(self, client_tx_id: str) -> TxStatus:
+        self._asked()
+        return super().lookup(client_tx_id)
+
+
+class LateLanding(FakeVenue):
+    """A send that fails on the engine's side and lands later: `execute` holds for `hold_s`
+    and raises; its transaction reaches the venue's ledger only at the `lands_on`-th lookup
+    (never, with None), and until then lookup and status say UNKNOWN. Remembers its lookups."""
+
+    def __init__(self, *args, hold_s: float = 0.0, lands_on: int | None = None, **kwargs) -> None:
+        super().__init__(*args, **kwargs)
+        self.hold_s = hold_s
+        self.lands_on = lands_on
+        self.in_flight: dict[str, dict] = {}
+        self.lookup_times: list[datetime] = []
+
+    def execute(self, swap: SwapRequest, client_tx_id: str) -> str:
+        time.sleep(self.hold_s)
+        with self.lock:
+            self.fail_sends = 1
+        try:
+            return super().execute(swap, client_tx_id)  # records the transaction, then raises
+        finally:
+            with self.lock:  # ... and it is on its way
+                tx = self.sent.pop(client_tx_id, None)
+                if tx is not None:
+                    self.in_flight[client_tx_id] = tx
+
+    def lookup(self, client_tx_id: str) -> TxStatus:
+        with self.lock:
+            self.lookup_times.append(datetime.now(timezone.utc))
+            if self.lands_on is not None and len(self.lookup_times) >= self.lands_on:
+                self.sent.update(self.in_flight)
+                self.in_flight.clear()
+        return super().lookup(client_tx_id)

@@ -42,7 +42,7 @@ class ErrorDoc(Schema):
 class OrderErrorDoc(Schema):
     """Why an attempt or an order failed."""
     code = _text("NO_ROUTE, INSUFFICIENT_LIQUIDITY, SLIPPAGE_EXCEEDED, TX_FAILED, VENUE_UNAVAILABLE, "
-                 "EXPIRED, "
+                 "EXPIRED, TX_DROPPED, VENUE_UNREACHABLE (the outcome is unknown: the swap may have filled), "
                 "... (see the Event schema).", required=True)
     message = _text("What went wrong, for a human.", required=True)
 
@@ -158,9 +158,18 @@ class RetryingDataDoc(Schema):
 
 
 class FailedDataDoc(Schema):
-    """`failed` (terminal)."""
+    """`failed` (terminal). With VENUE_UNREACHABLE also `outcome`, `venue`, `txHash`, `clientTxId`
+    and `sentAt`: what to reconcile with the venue."""
     error = fields.Nested(OrderErrorDoc)
     attempts = fields.Integer()
+    outcome = _text("`unknown` (VENUE_UNREACHABLE only): the venue never said what became of the "
+                    "transaction; the swap may have filled.")
+    venue = _text("The venue asked (VENUE_UNREACHABLE only).")
+    txHash = fields.String(allow_none=True, metadata={
+        "description": "The transaction's signature, null if the venue never gave one "
+                       "(VENUE_UNREACHABLE only)."})
+    clientTxId = _text("The client transaction id it was sent under (VENUE_UNREACHABLE only).")
+    sentAt = _text("When it was sent, as far as the engine knows (VENUE_UNREACHABLE only).")
 
 
 class CancelledDataDoc(Schema):

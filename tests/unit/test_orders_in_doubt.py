@@ -1,0 +1,116 @@
+"""Orders in doubt (README, "No order waits forever"): a transaction that may be out and a
+venue that cannot say what became of it, or an order past ORDER_TTL_MS whose send may still
+land. Neither waits forever, neither is sent twice, and neither is called EXPIRED, which
+promises that nothing was sent."""
+from __future__ import annotations
+
+import datetime as dt
+
+import pytest
+
+from orderengine.intake import submit_order
+from orderengine.schemas import parse_order_request
+from tests.fakes import DeafVenue, LateLanding
+from tests.unit.conftest import SOL_USDC, wait_terminal
+
+
+def submit(runtime, **fields):
+    return submit_order(runtime, parse_order_request({**SOL_USDC, **fields})).order_id
+
+
+def statuses(events):
+    return [e.status.value for e in events]
+
+
+# --- a venue that cannot answer: VENUE_UNREACHABLE, bounded by the window AND the failures ----
+
+@pytest.mark.parametrize("where", ["building", "submitted"])
+def test_a_venue_that_never_answers_about_a_transaction_ends_it_venue_unreachable_after_its_window(
+        start_engine, where):
+    # building: the send raised after the venue took it; submitted: the send answered, then silence
+    venue = DeafVenue("alpha", fail_sends=1 if where == "building" else 0)
+    venue.validity_window_s = 1.5
+    rt = start_engine(venue, step_max_failures=2, retry_backoff_ms=50)
+    row = wait_terminal(rt, submit(rt), timeout=20)
+    events = rt.store.events(row.id)
+    steps = ["pending", "routing", "building"] + (["submitted"] if where == "submitted" else [])
+    assert statuses(events) == [*steps, "failed"]  # no new attempt
+    assert row.error["code"] == "VENUE_UNREACHABLE"
+    assert venue.executions == 1 and venue.fills == 1  # it filled; the engine could not learn it
+    # two unanswered questions came early; it was still asked until the window was over
+    sent, failed = events[-2], events[-1]
+    assert len(venue.asked) > 2
+    assert failed.at - sent.at >= dt.timedelta(seconds=1.5)
+    assert venue.asked[-1] >= sent.at + dt.timedelta(seconds=1.5)
+    # what an operator needs to reconcile with the venue
+    client_tx_id = f"{row.id}:1"
+    assert failed.data["outcome"] == "unknown"
+    assert failed.data["venue"] == "alpha" and failed.data["clientTxId"] == client_tx_id
+    assert failed.data["txHash"] == (f"sig-{client_tx_id}" if where == "submitted" else None)
+    assert dt.datetime.fromisoformat(failed.data["sentAt"].replace("Z", "+00:00")) >= events[2].at
+    message = row.error["message"]
+    assert "Outcome unknown" in message and client_tx_id in message and "alpha" in message
+    assert failed.data["error"] == row.error
+
+
+def test_past_its_window_an_order_is_still_asked_about_step_max_failures_times_before_it_ends(start_engine):
+    venue = DeafVenue("alpha", fail_sends=1)
+    venue.validity_window_s = 0.05  # over before the first lookup
+    rt = start_engine(venue, step_max_failures=4, retry_backoff_ms=100)
+    row = wait_terminal(rt, submit(rt), timeout=20)
+    assert row.error["code"] == "VENUE_UNREACHABLE"
+    assert len(venue.asked) == 4 and venue.executions == 1
+    gaps = [b - a for a, b in zip(venue.asked, venue.asked[1:])]  # the backoff: 0.2, 0.4, 0.8 s
+    assert [g >= dt.timedelta(seconds=0.2 * 2 ** i) for i, g in enumerate(gaps)] == [True] * 3
+
+
+@pytest.mark.parametrize("where", ["building", "submitted"])
+def test_a_venue_that_answers_again_before_the_bound_settles_the_order_normally(start_engine, where):
+    venue = DeafVenue("alpha", fail_sends=1 if where == "building" else 0, deaf_for=2)
+    venue.validity_window_s = 0.2
+    rt = start_engine(venue, step_max_failures=3, retry_backoff_ms=50)
+    row = wait_terminal(rt, submit(rt), timeout=20)
+    assert row.status == "confirmed", row.error
+    assert statuses(rt.store.events(row.id)) == ["pending", "routing", "building", "submitted", "confirmed"]
+    assert venue.executions == 1 and venue.fills == 1 and len(venue.asked) >= 3
+
+
+# --- past ORDER_TTL_MS with a send that may be out: the window rule, not EXPIRED ---------------
+
+TTL_MS = 1500
+WINDOW_S = 3.0
+
+
+def late_landing(lands_on):
+    # the send holds past the order's TTL, then fails: the next step is past the deadline
+    venue = LateLanding("alpha", hold_s=TTL_MS / 1000, lands_on=lands_on)
+    venue.validity_window_s = WINDOW_S
+    return venue
+
+
+def test_an_expired_order_whose_send_may_be_out_is_not_expired_but_dropped_after_the_window(start_engine):
+    venue = late_landing(lands_on=None)
+    rt = start_engine(venue, order_ttl_ms=TTL_MS, retry_backoff_ms=100)
+    order_id = submit(rt)
+    row = wait_terminal(rt, order_id, timeout=20)
+    events = rt.store.events(order_id)
+    assert statuses(events) == ["pending", "routing", "building", "failed"]
+    assert row.error["code"] == "TX_DROPPED" and "may have been out" in row.error["message"]
+    building, failed = events[2], events[3]
+    # the venue said UNKNOWN past the deadline, and that did not end it: the send could still land
+    deadline = row.created_at + dt.timedelta(milliseconds=TTL_MS)
+    window_end = building.at + dt.timedelta(seconds=WINDOW_S)
+    assert deadline <= venue.lookup_times[0] < window_end
+    assert failed.at - building.at >= dt.timedelta(seconds=WINDOW_S)
+    assert venue.lookup_times[-1] >= window_end
+    assert venue.executions == 1  # never sent again past the deadline
+
+
+def test_an_expired_order_whose_send_lands_late_is_confirmed_once(start_engine):
+    venue = late_landing(lands_on=2)
+    rt = start_engine(venue, order_ttl_ms=TTL_MS, retry_backoff_ms=100)
+    row = wait_terminal(rt, submit(rt), timeout=20)
+    assert row.status == "confirmed", row.error
+    assert statuses(rt.store.events(row.id)) == ["pending", "routing", "building", "submitted", "confirmed"]
+    assert venue.lookup_times[0] >= row.created_at + dt.timedelta(milliseconds=TTL_MS)  # UNKNOWN, past TTL
+    assert venue.executions == 1 and venue.fills == 1
