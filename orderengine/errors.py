@@ -8,6 +8,8 @@ from __future__ import annotations
 
 from typing import Any
 
+from orderengine.logs import redact
+
 
 class EngineError(Exception):
     code = "INTERNAL_ERROR"
@@ -15,6 +17,9 @@ class EngineError(Exception):
     retryable = False
 
     def __init__(self, message: str | None = None, **details: Any) -> None:
+        # a message may quote a venue's exception, and reaches clients (responses, events):
+        # whatever secret it carries (a URL's password, an API key) is blanked here, once
+        message = redact(message) if message else message
         super().__init__(message or self.__class__.__doc__ or self.code)
         self.message = message or (self.__class__.__doc__ or self.code).strip()
         self.details = details

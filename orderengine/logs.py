@@ -11,7 +11,6 @@ import json
 import logging
 import re
 import sys
-from urllib.parse import urlsplit, urlunsplit
 
 from orderengine.clock import iso, utcnow
 
@@ -22,8 +21,8 @@ _SECRETS = [
     # Authorization: Bearer <token>
     (re.compile(r"(?i)(\bbearer\s+)[^\s\"'\\,;]+"), r"\1" + REDACTED),
     # scheme://user:password@host (an empty user too: redis://:password@host)
-    # (a password may hold an unencoded "@": up to the last one before the path)
-    (re.compile(r"(://[^\s:/@\"'\\]*:)[^\s/\"'\\]*@"), r"\1" + REDACTED + "@"),
+    # (a password may hold an unencoded "@" or "/": up to the last "@" of the token)
+    (re.compile(r"(://[^\s:/@\"'\\]*:)[^\s\"'\\]*@"), r"\1" + REDACTED + "@"),
 ]
 
 
@@ -35,18 +34,20 @@ def redact(text: str) -> str:
 
 
 def redact_url(url: str | None) -> str | None:
-    """A URL fit to print: its password (if any) replaced by ***; the rest as given."""
+    """A URL fit to print: its password (if any) replaced by ***; the rest as given.
+
+    The password is whatever lies between the user's ':' and the LAST '@' of the URL,
+    as SQLAlchemy and redis-py read it: a password may hold an unencoded '/', '@' or
+    '?', which urllib would take for the path. An '@' later in the URL (a query value)
+    makes more than the password hidden, never less."""
     if not url:
         return url
-    try:
-        parts = urlsplit(url)
-        if parts.password is None:
-            return redact(url)
-        user = parts.username or ""
-        host = parts.netloc.rsplit("@", 1)[1]
-        return urlunsplit(parts._replace(netloc=f"{user}:{REDACTED}@{host}"))
-    except ValueError:  # not a URL urllib can read (a bad port, say): the patterns still apply
+    scheme, sep, rest = url.partition("://")
+    userinfo, at, host = rest.rpartition("@")
+    if not sep or not at or ":" not in userinfo:
         return redact(url)
+    user = userinfo.split(":", 1)[0]
+    return f"{scheme}://{user}:{REDACTED}@{host}"
 
 
 class RedactingFilter(logging.Filter):

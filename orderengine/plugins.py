@@ -12,6 +12,7 @@ from dataclasses import dataclass, field
 from importlib.metadata import entry_points
 
 from orderengine.config import ConfigError, Settings
+from orderengine.logs import redact
 from orderengine.venue import ENTRY_POINT_GROUP, Venue, VenueEnvironment
 
 log = logging.getLogger(__name__)
@@ -44,7 +45,7 @@ def load_venues(settings: Settings) -> VenueRegistry:
         try:
             venue = ep.load()(env)
         except Exception as exc:
-            registry.failures[ep.name] = f"{type(exc).__name__}: {exc}"
+            registry.failures[ep.name] = redact(f"{type(exc).__name__}: {exc}")
             log.error("venue plugin failed to load; left out",
                       extra={"venue": ep.name, "entry_point": ep.value, "error": str(exc)})
             continue

@@ -23,6 +23,7 @@ from orderengine import metrics
 from orderengine.amounts import decimal_str
 from orderengine.calls import VenueCalls
 from orderengine.errors import EngineError, InsufficientLiquidity, NoRoute, VenueTimeout
+from orderengine.logs import redact
 from orderengine.tokens import Token
 from orderengine.venue import Quote, QuoteRequest, Venue
 
@@ -104,7 +105,7 @@ def _failed(name: str, exc: BaseException) -> QuoteOutcome:
     """A venue's error as a quote outcome; a plugin's bug must not fail the decision."""
     if isinstance(exc, EngineError):
         return QuoteOutcome(name, error_code=exc.code, error_message=exc.message)
-    return QuoteOutcome(name, error_code="VENUE_ERROR", error_message=f"{type(exc).__name__}: {exc}")
+    return QuoteOutcome(name, error_code="VENUE_ERROR", error_message=redact(f"{type(exc).__name__}: {exc}"))
 
 
 def _outcome(name: str, answer: Any) -> QuoteOutcome:
@@ -121,7 +122,7 @@ def _outcome(name: str, answer: Any) -> QuoteOutcome:
             raise TypeError("amounts must be finite Decimals")
         net_out(answer)
     except Exception as exc:  # noqa: BLE001 - whatever is wrong with it, it is left out
-        return QuoteOutcome(name, error_code="VENUE_ERROR", error_message=f"a malformed quote: {exc}")
+        return QuoteOutcome(name, error_code="VENUE_ERROR", error_message=redact(f"a malformed quote: {exc}"))
     return QuoteOutcome(name, quote=answer)
 
 

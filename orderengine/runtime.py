@@ -112,7 +112,7 @@ class Runtime:
                 log.warning("health check failed", extra={"check": "redis", "error": type(exc).__name__})
                 checks["redis"] = {"ok": False}
         checks["venues"] = {"ok": bool(self.venues), "loaded": sorted(self.venues),
-                            "failed": dict(self.registry.failures)}
+                            "failed": sorted(self.registry.failures)}  # names only: GET /api/venues says why
         return checks
 
     def start_worker(self) -> "WorkerServices":

@@ -4,6 +4,7 @@ from __future__ import annotations
 from flask import Blueprint, current_app, jsonify
 
 from orderengine.amounts import decimal_str
+from orderengine.logs import redact
 
 bp = Blueprint("system", __name__)
 
@@ -28,7 +29,7 @@ def venues():
         try:
             pools = venue.pools()
         except Exception as exc:  # a venue that does not answer is reported, not fatal
-            listed.append({"name": name, "status": "unavailable", "error": f"{type(exc).__name__}: {exc}",
+            listed.append({"name": name, "status": "unavailable", "error": redact(f"{type(exc).__name__}: {exc}"),
                            "pools": []})
             continue
         listed.append({"name": name, "status": "loaded",

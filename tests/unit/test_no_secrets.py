@@ -19,6 +19,7 @@ TOKEN = "tok_live_9d2e4b"
     (f"redis://:{PASSWORD}@127.0.0.1:6379/0", PASSWORD),
     (f"rediss://default:{PASSWORD}@cache.example.com/2", PASSWORD),
     (f"postgresql://u:{PASSWORD}@with@at@host/db", PASSWORD),
+    (f"postgresql+psycopg://u:pa/{PASSWORD}/ss@host/db", PASSWORD),   # a '/' in a password
     (f"GET /api/orders/stream?apiKey={TOKEN}&x=1 HTTP/1.1", TOKEN),
     (f"/api/orders/execute?orderId=1&api_key={TOKEN}", TOKEN),
     (f"Authorization: Bearer {TOKEN}", TOKEN),
@@ -31,7 +32,7 @@ def test_redact_blanks_every_kind_of_secret(text, hidden):
 
 def test_redact_leaves_ordinary_text_alone():
     for text in ("sqlite:///var/orderengine.db", "redis://127.0.0.1:6379/0", "at 10:00:01 user@example.com",
-                 "http://host:80/path@x", '{"orderId": "abc", "status": "pending"}'):
+                 "http://host:80/path", '{"orderId": "abc", "status": "pending"}'):
         assert redact(text) == text
 
 
@@ -41,6 +42,12 @@ def test_redact_url_keeps_everything_but_the_password():
     assert redact_url(f"redis://:{PASSWORD}@127.0.0.1:6379/0") == "redis://:***@127.0.0.1:6379/0"
     assert redact_url("sqlite:///var/orderengine.db") == "sqlite:///var/orderengine.db"
     assert redact_url(None) is None
+
+
+@pytest.mark.parametrize("password", [f"pa/{PASSWORD}", f"{PASSWORD}?x", f"p@{PASSWORD}/"])
+def test_redact_url_hides_a_password_holding_url_punctuation(password):
+    """SQLAlchemy and redis-py take the password up to the last '@': so do we."""
+    assert redact_url(f"postgresql+psycopg://u:{password}@host:5432/db") == "postgresql+psycopg://u:***@host:5432/db"
 
 
 def test_a_json_log_line_is_redacted_whatever_field_the_secret_is_in():
@@ -139,3 +146,30 @@ def test_health_names_the_failing_check_but_not_its_exception(client, runtime, m
     assert response.get_json()["checks"]["database"] == {"ok": False}
     body = response.get_data(as_text=True)
     assert PASSWORD not in body and "127.0.0.1" not in body and "Error" not in body
+
+
+def test_a_venue_error_quoting_a_secret_reaches_no_client(start_engine):
+    """A plugin's exception may quote its RPC URL with a key or password: the order's
+    events and snapshot (served to clients) carry the error with the secret blanked."""
+    from orderengine.intake import submit_order
+    from orderengine.schemas import parse_order_request
+    from tests.fakes import FakeVenue
+    from tests.unit.conftest import SOL_USDC, wait_terminal
+
+    leaky = FakeVenue("leaky", quote_error=ConnectionError(
+        f"Max retries exceeded with url: https://u:{PASSWORD}@rpc.example.com/?api-key={TOKEN}"))
+    rt = start_engine(leaky, FakeVenue("alpha"))
+    order_id = submit_order(rt, parse_order_request(SOL_USDC)).order_id
+    assert wait_terminal(rt, order_id).status == "confirmed"
+    building = next(e for e in rt.store.events(order_id, 0) if e.status == "building")
+    (error,) = [q for q in building.data["quotes"] if q["venue"] == "leaky"]
+    served = json.dumps([e.to_dict() for e in rt.store.events(order_id, 0)])
+    assert "Max retries exceeded" in error["error"]["message"]
+    assert PASSWORD not in served and TOKEN not in served
+
+
+def test_an_order_error_never_carries_a_secret():
+    from orderengine.errors import StepFailed
+
+    error = StepFailed(f"send: ConnectionError: https://rpc.example.com/?apiKey={TOKEN}")
+    assert TOKEN not in error.message and TOKEN not in json.dumps(error.to_dict())
