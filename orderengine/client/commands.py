@@ -11,6 +11,7 @@ from __future__ import annotations
 import functools
 import os
 import sys
+import urllib.parse
 from typing import Any, Callable
 
 import click
@@ -189,7 +190,13 @@ def _follow(view: HumanView | JsonView, api: Api, order_id: str, since: int, pla
         return EXIT_ERROR
     except ClientError as exc:
         _fail(view, exc)
-    return EXIT_ERROR  # not reached: follow() ends with the terminal event or raises
+    # the order had ended at or before `since`: its snapshot says how
+    try:
+        status = api.call("GET", f"/api/orders/{urllib.parse.quote(order_id, safe='')}").body["status"]
+    except ClientError as exc:
+        _fail(view, exc)
+    view.note(f"the order had already ended ({status}) at or before seq {since}")
+    return exit_status(status)
 
 
 def _fail(view: HumanView | JsonView, exc: ClientError) -> None:

@@ -20,6 +20,7 @@ from orderengine.client.http import Api, ClientError, Unreachable
 TERMINAL = frozenset({"confirmed", "failed", "cancelled"})
 #: close codes the server would send again on a new connection: give up at once
 REFUSALS = frozenset({4400, 4401, 4403, 4404, 4429})
+CLOSE_FINAL = 1000   # the server sent every event after `since` and the order is final
 #: waits before the reconnects after a drop; the count resets whenever a new event arrives
 BACKOFF_S = (0.5, 1.0, 2.0, 4.0, 8.0)
 OPEN_TIMEOUT_S = 10
@@ -72,7 +73,9 @@ class StreamLost(ClientError):
 def follow(api: Api, order_id: str, since: int = 0,
            backoff: tuple[float, ...] | None = None) -> Iterator[Union[Event, Reconnecting]]:
     """Yield the order's events with seq > `since`, in order, each once, up to and including the
-    terminal one; yield a `Reconnecting` before each new connection after a drop."""
+    terminal one; yield a `Reconnecting` before each new connection after a drop. Ends without a
+    terminal event when the order had already ended at or before `since` (the server closes 1000
+    with nothing to send)."""
     backoff = BACKOFF_S if backoff is None else backoff
     last = since
     failures = 0
@@ -101,6 +104,8 @@ def follow(api: Api, order_id: str, since: int = 0,
             code = closed.rcvd.code if closed.rcvd is not None else None
             if code in REFUSALS:
                 raise SocketRefused(code, error) from None
+            if code == CLOSE_FINAL:
+                return
             why = f"the socket closed ({code or 'no close frame'}) before the order ended"
         except InvalidStatus as exc:
             status = exc.response.status_code

@@ -146,6 +146,16 @@ def test_watch_of_a_finished_order_replays_it_and_exits_0(server, tmp_path):
     assert [json.loads(line)["seq"] for line in machine.stdout.splitlines()] == [3, 4, 5]
 
 
+def test_watch_since_the_last_event_says_how_the_order_ended_at_once(server, tmp_path):
+    order_id = server.post_order()
+    server.wait_for_status([order_id], {"confirmed"}, timeout=20)
+
+    result = cli("watch", order_id, "--since", "5", url=server.base_url, cwd=tmp_path)
+
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert result.stdout.strip() == "" and "already ended (confirmed)" in result.stderr
+
+
 def test_watch_of_an_unknown_order_exits_2(server, tmp_path):
     result = cli("watch", str(uuid.uuid4()), url=server.base_url, cwd=tmp_path)
 
