@@ -8,9 +8,15 @@ process serves at once. psycopg 3 and redis-py cooperate with gevent's patched
 sockets by themselves. Settings come from the same place as the engine's
 (environment and .env).
 """
-from orderengine.config import load_settings
+import sys
 
-_settings = load_settings()
+from orderengine.config import ConfigError, load_settings
+
+try:
+    _settings = load_settings()
+    _settings.auth_mode  # HOST reachable from other machines and AUTH unset: refuse to start
+except ConfigError as exc:
+    sys.exit(f"orderengine: {exc}")
 
 bind = f"{_settings.host}:{_settings.port}"
 workers = _settings.web_concurrency

@@ -1,0 +1,113 @@
+"""API keys (AUTH=keys): made, listed and revoked by `orderengine keys`, looked up per request.
+
+A key is `oe_` + 43 url-safe characters (32 bytes from `secrets`). Only its SHA-256 is
+stored. A plain, fast, unsalted hash is the right one here: salts and slow hashes
+(bcrypt, scrypt) protect passwords, which people choose and which can be guessed;
+a 256-bit random key cannot be guessed, whatever the hash, so a slow hash would only
+make every request slower. And a hash the same for every process is what lets a
+request find its key with one indexed lookup (`uq_api_keys_key_hash`).
+
+Every request looks its key up in the database: nothing is cached, so `keys revoke`
+takes effect, on every process, for the very next request.
+"""
+from __future__ import annotations
+
+import hashlib
+import re
+import secrets
+from dataclasses import dataclass
+from typing import Any
+
+import sqlalchemy as sa
+from sqlalchemy.engine import Engine
+from sqlalchemy.exc import IntegrityError
+
+from orderengine.clock import utcnow
+from orderengine.db import writing
+from orderengine.models import api_keys
+
+KEY_PREFIX = "oe_"
+KEY_BYTES = 32
+#: what a key sent by a client may look like; anything else is refused without a lookup
+_KEY_FORMAT = re.compile(r"oe_[A-Za-z0-9_-]{20,100}")
+NAME_FORMAT = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,63}")
+NAME_RULE = "1 to 64 characters: letters, digits, '.', '_' or '-', starting with a letter or digit"
+
+
+class KeyNameTaken(Exception):
+    """A key (active or revoked) already has this name."""
+
+
+@dataclass(frozen=True)
+class KeyInfo:
+    """What `keys list` shows: never the key."""
+    name: str
+    created_at: Any
+    revoked_at: Any
+
+    @property
+    def revoked(self) -> bool:
+        return self.revoked_at is not None
+
+
+def new_key() -> str:
+    return KEY_PREFIX + secrets.token_urlsafe(KEY_BYTES)
+
+
+def key_hash(key: str) -> str:
+    return hashlib.sha256(key.encode("utf-8")).hexdigest()
+
+
+def valid_name(name: str) -> bool:
+    return NAME_FORMAT.fullmatch(name) is not None
+
+
+_LOOKUP = (sa.select(api_keys.c.name)
+           .where(api_keys.c.key_hash == sa.bindparam("h"), api_keys.c.revoked_at.is_(None)))
+
+
+class ApiKeys:
+    """The api_keys table."""
+
+    def __init__(self, engine: Engine) -> None:
+        self.engine = engine
+        self.writer = writing(engine)
+
+    def name_of(self, key: str) -> str | None:
+        """The name of this key if it is active; None for an unknown, revoked or malformed
+        one. One indexed lookup; a malformed key costs none."""
+        if _KEY_FORMAT.fullmatch(key) is None:
+            return None
+        with self.engine.connect() as conn:
+            return conn.execute(_LOOKUP, {"h": key_hash(key)}).scalar_one_or_none()
+
+    def create(self, name: str) -> str:
+        """A new key named `name`; returns the key, which is stored nowhere (only its hash).
+        KeyNameTaken if any key, revoked or not, has that name: a name owns its orders."""
+        if not valid_name(name):
+            raise ValueError(f"a key name is {NAME_RULE}")
+        key = new_key()
+        try:
+            with self.writer.begin() as conn:
+                conn.execute(sa.insert(api_keys).values(name=name, key_hash=key_hash(key),
+                                                         created_at=utcnow(), revoked_at=None))
+        except IntegrityError:
+            raise KeyNameTaken(name) from None
+        return key
+
+    def list(self) -> list[KeyInfo]:
+        with self.engine.connect() as conn:
+            rows = conn.execute(sa.select(api_keys.c.name, api_keys.c.created_at, api_keys.c.revoked_at)
+                                .order_by(api_keys.c.created_at, api_keys.c.name)).all()
+        return [KeyInfo(r.name, r.created_at, r.revoked_at) for r in rows]
+
+    def revoke(self, name: str) -> KeyInfo | None:
+        """Revoke the key named `name` (committed when this returns); the key as it is
+        now, or None if no key has that name. Revoking twice changes nothing."""
+        with self.writer.begin() as conn:
+            conn.execute(sa.update(api_keys)
+                         .where(api_keys.c.name == name, api_keys.c.revoked_at.is_(None))
+                         .values(revoked_at=utcnow()))
+            row = conn.execute(sa.select(api_keys.c.name, api_keys.c.created_at, api_keys.c.revoked_at)
+                               .where(api_keys.c.name == name)).one_or_none()
+        return None if row is None else KeyInfo(row.name, row.created_at, row.revoked_at)
