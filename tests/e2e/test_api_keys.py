@@ -135,3 +135,19 @@ def test_a_second_key_cannot_see_the_first_keys_order_anywhere(deployment):
     assert code == 4404 and theirs[0]["error"]["code"] == "ORDER_NOT_FOUND"
     refused, code = read_socket(f"{api.ws_url}/api/orders/execute?orderId={order_id}")
     assert code == 4401 and refused == [refused[0]] and refused[0]["error"]["code"] == "UNAUTHORIZED"
+
+
+def test_the_embedded_server_takes_keys_too(harness, tmp_path):
+    env = clean_environ(PORT=free_port(), DATABASE_URL=f"sqlite:///{tmp_path}/orderengine.db", AUTH="keys")
+    key = create_key(harness, env, "desk")
+    server = harness.serve(env)
+    port = int(env["PORT"])
+    assert request(port, "POST", "/api/orders/execute", None, ORDER)[0] == 401
+    status, body, _ = request(port, "POST", "/api/orders/execute", key, ORDER)
+    assert status == 201
+    messages, code = read_socket(f"{server.ws_url}/api/orders/execute?orderId={body['orderId']}&apiKey={key}")
+    assert code == 1000 and messages[-1]["status"] == "confirmed"
+    keys_command(harness, env, "revoke", "desk")
+    assert request(port, "GET", f"/api/orders/{body['orderId']}", key)[0] == 401
+    refused, code = read_socket(f"{server.ws_url}/api/orders/execute?orderId={body['orderId']}&apiKey={key}")
+    assert code == 4401 and refused[0]["error"]["code"] == "UNAUTHORIZED"
