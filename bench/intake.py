@@ -187,7 +187,8 @@ def run(args) -> Result:
                          "`brew install wrk`, or run with --client python (client-bound)")
     auth = dict(args.env).get("AUTH", "off")
     label = (f"intake (POST /api/orders/execute, {args.client}: {args.connections} connections, "
-             f"{args.duration:g} s; gunicorn.conf.py with WEB_CONCURRENCY={args.web_concurrency}, AUTH={auth})")
+             f"{args.duration:g} s; gunicorn.conf.py with WEB_CONCURRENCY={args.web_concurrency}, "
+             f"AUTH={auth})")
     print(f"\n== {label}: starting ==", flush=True)
     if args.client != "wrk":
         print("   wrk not found: the Python load generator is client-bound "

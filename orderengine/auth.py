@@ -101,8 +101,10 @@ def _authenticate():
 def _unauthorized(exc: Unauthorized):
     response = jsonify({"error": exc.to_dict()})
     response.status_code = exc.http_status
-    response.headers["WWW-Authenticate"] = ('Bearer realm="orderengine", error="invalid_token"'
-                                            if getattr(exc, "key_refused", False) else 'Bearer realm="orderengine"')
+    challenge = 'Bearer realm="orderengine"'
+    if getattr(exc, "key_refused", False):
+        challenge += ', error="invalid_token"'
+    response.headers["WWW-Authenticate"] = challenge
     return response
 
 

@@ -137,7 +137,8 @@ class Intake:
         self._running = 0
         self._closed = False
 
-    def submit(self, request: OrderRequest, key: IdempotencyKey | None = None, owner: str = ANYONE) -> Accepted:
+    def submit(self, request: OrderRequest, key: IdempotencyKey | None = None,
+               owner: str = ANYONE) -> Accepted:
         """Store the order (as `owner`'s) and queue its first step; returns its `pending` event
         once both are done. ServiceUnavailable when the database or the queue is away (nothing stored)."""
         if key is not None:

@@ -43,8 +43,8 @@ WITH new_orders AS (
   INSERT INTO orders (id, type, token_in, token_out, amount_in, slippage_bps, client_order_id, status,
                       attempts, last_seq, created_at, updated_at, work_token, work_owner, work_due_at, owner)
   SELECT o.id, o.type, o.token_in, o.token_out, o.amount_in, o.slippage_bps, o.client_order_id, 'pending',
-         0, 1, CAST(:at AS timestamptz), CAST(:at AS timestamptz), o.work_token, NULL, CAST(:at AS timestamptz),
-         o.owner
+         0, 1, CAST(:at AS timestamptz), CAST(:at AS timestamptz), o.work_token, NULL,
+         CAST(:at AS timestamptz), o.owner
   FROM unnest(CAST(:id AS varchar[]), CAST(:type AS varchar[]), CAST(:token_in AS varchar[]),
               CAST(:token_out AS varchar[]), CAST(:amount_in AS numeric[]), CAST(:slippage_bps AS integer[]),
               CAST(:client_order_id AS varchar[]), CAST(:work_token AS varchar[]), CAST(:owner AS varchar[]))
@@ -247,7 +247,8 @@ class OrderStore:
 
     # --- writes -----------------------------------------------------------
 
-    def create(self, request: OrderRequest, work: Work, order_id: str | None = None, owner: str = "") -> Event:
+    def create(self, request: OrderRequest, work: Work, order_id: str | None = None,
+               owner: str = "") -> Event:
         """Insert a new order with its `pending` event."""
         order_id = order_id or str(uuid.uuid4())
         now = utcnow()

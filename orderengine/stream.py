@@ -120,7 +120,8 @@ class StreamSession:
         relay = self.relays.get(item.order_id)
         if relay is not None:
             self._safely(item.order_id, lambda: relay.on_live(item))
-        elif self.sub.everything and item.seq > self._ended.get(item.order_id, 0) and self._mine(item.order_id):
+        elif (self.sub.everything and item.seq > self._ended.get(item.order_id, 0)
+              and self._mine(item.order_id)):
             self._send(item.to_json())
 
     def on_idle(self) -> None:

@@ -9,25 +9,12 @@ import uuid
 import pytest
 
 from orderengine.intake import submit_order
-from orderengine.keys import ApiKeys
-from orderengine.migrate import upgrade
 from orderengine.schemas import parse_order_request
 from orderengine.stream import StreamSession
-from tests.conftest import make_settings
 from tests.unit.conftest import SOL_USDC, wait_for, wait_terminal
+from tests.unit.test_auth import keys, settings  # noqa: F401  (the app with AUTH=keys, and its keys)
 
 TERMINAL = {"confirmed", "failed", "cancelled"}
-
-
-@pytest.fixture
-def settings(sqlite_url):
-    upgrade(sqlite_url)
-    return make_settings(database_url=sqlite_url, auth="keys")
-
-
-@pytest.fixture
-def keys(runtime):
-    return ApiKeys(runtime.engine)
 
 
 class RecordingSocket:
@@ -158,8 +145,9 @@ def test_subscribe_all_delivers_only_the_callers_orders_events(runtime, worker):
     try:
         alice.say({"action": "subscribe", "all": True})
         bob.say({"action": "subscribe", "all": True})
-        mine = [submit_order(runtime, parse_order_request(SOL_USDC), caller="alice").order_id for _ in range(2)]
-        theirs = submit_order(runtime, parse_order_request(SOL_USDC), caller="bob").order_id
+        def place(owner):
+            return submit_order(runtime, parse_order_request(SOL_USDC), caller=owner).order_id
+        mine, theirs = [place("alice"), place("alice")], place("bob")
         for order_id in (*mine, theirs):
             wait_terminal(runtime, order_id)
 
