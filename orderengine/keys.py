@@ -8,7 +8,11 @@ make every request slower. And a hash the same for every process is what lets a
 request find its key with one indexed lookup (`uq_api_keys_key_hash`).
 
 Every request looks its key up in the database: nothing is cached, so `keys revoke`
-takes effect, on every process, for the very next request.
+takes effect, on every process, for the very next request. That lookup is the one
+query on the hot path of POST /api/orders/execute, so it is made on the pooled DBAPI
+connection itself, as one autocommit statement: through a SQLAlchemy Connection it took
+BEGIN + SELECT + ROLLBACK and 0.4-0.6 ms of CPU, this way one round trip and 0.15 ms
+(32 gevent greenlets on PostgreSQL), and bench intake lost half its rate with keys.
 """
 from __future__ import annotations
 
@@ -20,10 +24,11 @@ from typing import Any
 
 import sqlalchemy as sa
 from sqlalchemy.engine import Engine
-from sqlalchemy.exc import IntegrityError
+from sqlalchemy.exc import DBAPIError, IntegrityError
 
 from orderengine.clock import utcnow
 from orderengine.db import writing
+from orderengine.errors import ServiceUnavailable
 from orderengine.models import api_keys
 
 KEY_PREFIX = "oe_"
@@ -31,6 +36,7 @@ KEY_BYTES = 32
 #: what a key sent by a client may look like; anything else is refused without a lookup
 _KEY_FORMAT = re.compile(r"oe_[A-Za-z0-9_-]{20,100}")
 NAME_FORMAT = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,63}")
+_KEYS_UNAVAILABLE = "The database is not available; the API key could not be checked."
 NAME_RULE = "1 to 64 characters: letters, digits, '.', '_' or '-', starting with a letter or digit"
 
 
@@ -62,8 +68,7 @@ def valid_name(name: str) -> bool:
     return NAME_FORMAT.fullmatch(name) is not None
 
 
-_LOOKUP = (sa.select(api_keys.c.name)
-           .where(api_keys.c.key_hash == sa.bindparam("h"), api_keys.c.revoked_at.is_(None)))
+_LOOKUP = "SELECT name FROM api_keys WHERE key_hash = {} AND revoked_at IS NULL"  # uq_api_keys_key_hash
 
 
 class ApiKeys:
@@ -72,14 +77,34 @@ class ApiKeys:
     def __init__(self, engine: Engine) -> None:
         self.engine = engine
         self.writer = writing(engine)
+        self._postgres = engine.dialect.name == "postgresql"
+        self._lookup = _LOOKUP.format("?" if engine.dialect.paramstyle == "qmark" else "%s")
 
     def name_of(self, key: str) -> str | None:
         """The name of this key if it is active; None for an unknown, revoked or malformed
-        one. One indexed lookup; a malformed key costs none."""
+        one. One indexed lookup (a malformed key costs none); ServiceUnavailable if the
+        database fails it."""
         if _KEY_FORMAT.fullmatch(key) is None:
             return None
-        with self.engine.connect() as conn:
-            return conn.execute(_LOOKUP, {"h": key_hash(key)}).scalar_one_or_none()
+        try:
+            pooled = self.engine.raw_connection()
+        except (self.engine.dialect.loaded_dbapi.Error, DBAPIError):
+            raise ServiceUnavailable(_KEYS_UNAVAILABLE) from None
+        try:
+            conn = pooled.driver_connection
+            if self._postgres:
+                conn.autocommit = True  # one statement: no BEGIN, no ROLLBACK on the way back to the pool
+            try:
+                row = conn.execute(self._lookup, (key_hash(key),)).fetchone()
+            finally:
+                if self._postgres:
+                    conn.autocommit = False
+        except self.engine.dialect.loaded_dbapi.Error as exc:
+            pooled.invalidate(exc)  # whatever went wrong, this connection is not handed out again
+            raise ServiceUnavailable(_KEYS_UNAVAILABLE) from None
+        finally:
+            pooled.close()
+        return None if row is None else row[0]
 
     def create(self, name: str) -> str:
         """A new key named `name`; returns the key, which is stored nowhere (only its hash).

@@ -146,3 +146,14 @@ def test_an_idempotency_key_is_scoped_to_its_caller(client, runtime, alice, bob)
     assert again.headers["Idempotent-Replayed"] == "true"
     assert order_count(runtime) == 2
     assert client.get(f"/api/orders/{other.get_json()['orderId']}", headers=alice).status_code == 404
+
+
+def test_a_key_that_cannot_be_checked_is_a_503_not_a_500(client, runtime, app, alice):
+    with runtime.engine.begin() as conn:
+        conn.execute(sa.text("DROP TABLE api_keys"))  # the lookup's statement fails
+    response = client.get("/api/orders", headers=alice)
+    assert response.status_code == 503 and response.get_json()["error"]["code"] == "SERVICE_UNAVAILABLE"
+    app.extensions["orderengine.auth"].keys = ApiKeys(sa.create_engine(  # the database cannot be reached
+        "postgresql+psycopg://nobody@127.0.0.1:1/gone", connect_args={"connect_timeout": 1}))
+    response = client.get("/api/orders", headers=alice)
+    assert response.status_code == 503 and response.get_json()["error"]["code"] == "SERVICE_UNAVAILABLE"
