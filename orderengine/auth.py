@@ -20,7 +20,7 @@ from flask import Flask, current_app, g, jsonify, request
 
 from orderengine.errors import Unauthorized
 from orderengine.intake import ANYONE
-from orderengine.keys import ApiKeys
+from orderengine.keys import ApiKeys, lookup_engine
 
 EXTENSION = "orderengine.auth"
 _MISSING_KEY = "An API key is required: send it as Authorization: Bearer <key>."
@@ -68,7 +68,8 @@ class Auth:
 def init_app(app: Flask, runtime) -> None:
     """Resolve AUTH (ConfigError if HOST is not loopback and AUTH is unset) and guard /api."""
     mode = runtime.settings.auth_mode
-    app.extensions[EXTENSION] = Auth(mode, ApiKeys(runtime.engine), OrderOwners(runtime.store))
+    keys = ApiKeys(lookup_engine(runtime.engine) if mode == "keys" else runtime.engine)
+    app.extensions[EXTENSION] = Auth(mode, keys, OrderOwners(runtime.store))
     app.before_request(_authenticate)
     app.register_error_handler(Unauthorized, _unauthorized)
 

@@ -13,6 +13,9 @@ query on the hot path of POST /api/orders/execute, so it is made on the pooled D
 connection itself, as one autocommit statement: through a SQLAlchemy Connection it took
 BEGIN + SELECT + ROLLBACK and 0.4-0.6 ms of CPU, this way one round trip and 0.15 ms
 (32 gevent greenlets on PostgreSQL), and bench intake lost half its rate with keys.
+On PostgreSQL the API's lookups have a small pool of their own (`lookup_engine`): taking
+connections from the engine's pool, 32 concurrent requests per process starved the intake's
+writer and churned overflow connections, and POST latency rose tenfold.
 """
 from __future__ import annotations
 
@@ -69,6 +72,19 @@ def valid_name(name: str) -> bool:
 
 
 _LOOKUP = "SELECT name FROM api_keys WHERE key_hash = {} AND revoked_at IS NULL"  # uq_api_keys_key_hash
+
+
+#: connections one API process keeps for key lookups (PostgreSQL), none opened beyond them
+LOOKUP_POOL_SIZE = 4
+
+
+def lookup_engine(engine: Engine) -> Engine:
+    """The engine the API's per-request lookups use: on PostgreSQL a pool of its own,
+    LOOKUP_POOL_SIZE connections and no overflow (a burst waits its turn, briefly, rather
+    than opening connections); on SQLite the engine itself."""
+    if engine.dialect.name != "postgresql":
+        return engine
+    return sa.create_engine(engine.url, pool_size=LOOKUP_POOL_SIZE, max_overflow=0, pool_recycle=1800)
 
 
 class ApiKeys:
