@@ -7,8 +7,17 @@ threads took hundreds (bench/README.md). WEB_THREADS bounds the connections one
 process serves at once. psycopg 3 and redis-py cooperate with gevent's patched
 sockets by themselves. Settings come from the same place as the engine's
 (environment and .env).
+
+A process holds at most MAX_SOCKETS_PER_PROCESS WebSockets (one more is refused
+at once with close 1013: orderengine/socketslots.py), and accepts
+MAX_SOCKETS_PER_PROCESS + WEB_THREADS connections, so with every socket slot
+taken HTTP still has WEB_THREADS connections of its own and never waits in the
+listen queue behind sockets. Every line gunicorn logs goes through the
+engine's redaction (no `?apiKey=` or password in a log); there is no access log.
 """
 import sys
+
+from orderengine import metrics_files
 
 from orderengine.config import ConfigError, load_settings
 
@@ -21,10 +30,27 @@ except ConfigError as exc:
 bind = f"{_settings.host}:{_settings.port}"
 workers = _settings.web_concurrency
 worker_class = "gevent"
-worker_connections = _settings.web_threads
+worker_connections = _settings.max_sockets_per_process + _settings.web_threads
+logger_class = "orderengine.logs.RedactingGunicornLogger"
 timeout = 60
 graceful_timeout = 15
 keepalive = 5
 accesslog = None
 # gunicorn's control socket defaults to one path per user, shared by every gunicorn on the host
 control_socket_disable = True
+
+# Metrics: every worker process writes its figures to files in one directory and /metrics sums
+# them (prometheus-client's multiprocess mode, orderengine/metrics_files.py). The directory is set
+# before the workers fork; so no preload_app, which would load the app (and the library) first.
+
+
+def on_starting(server):
+    metrics_files.prepare(reexec=bool(server.master_pid))
+
+
+def child_exit(server, worker):
+    metrics_files.process_exited(worker.pid)
+
+
+def on_exit(server):
+    metrics_files.remove(handing_over=bool(server.reexec_pid))

@@ -1,7 +1,8 @@
-"""`python -m bench [intake|throughput|sockets|latency|all] [options]`: run the benchmarks, print figures.
+"""`python -m bench [intake|throughput|sockets|latency|soak|all] [options]`: run the benchmarks, print figures.
 
 With no benchmark named, all run in turn: intake, throughput at the default
-latencies, throughput at zero latency, sockets, latency. See bench/README.md.
+latencies, throughput at zero latency, sockets, latency (`soak`, a crash test
+that takes minutes, only when named). See bench/README.md.
 """
 from __future__ import annotations
 
@@ -100,6 +101,18 @@ def add_latency(p: argparse.ArgumentParser) -> None:
     add_common(p)
 
 
+def add_soak(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--minutes", type=float, default=10.0, help="minutes of steady POSTs (default 10)")
+    p.add_argument("--rate", type=float, default=20.0, help="orders POSTed per second (default 20)")
+    p.add_argument("--workers", type=int, default=2, help="orderengine workers running at once (default 2)")
+    p.add_argument("--kill-every", type=float, default=60.0,
+                   help="seconds between worker SIGKILLs (each victim replaced at once; default 60)")
+    p.add_argument("--fail-rate", type=float, default=0.05,
+                   help="MOCK_FAIL_RATE, so retries happen too (default 0.05)")
+    p.add_argument("--latency", type=_latency, default=(200, 2500), help="as for throughput")
+    add_common(p)
+
+
 def parse(argv: list[str]) -> argparse.Namespace:
     parser = argparse.ArgumentParser(prog="python -m bench", description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -108,6 +121,7 @@ def parse(argv: list[str]) -> argparse.Namespace:
     add_throughput(sub.add_parser("throughput", help="N orders through one worker"))
     add_sockets(sub.add_parser("sockets", help="WebSockets one gunicorn process holds, and fan-out"))
     add_latency(sub.add_parser("latency", help="one order at a time: POST -> confirmed on a WebSocket"))
+    add_soak(sub.add_parser("soak", help="steady orders while workers are SIGKILLed and Redis restarted"))
     p_all = sub.add_parser("all", help="every benchmark with its defaults (what no argument does)")
     add_common(p_all)
     if not argv or (argv[0].startswith("-") and argv[0] not in ("-h", "--help")):
@@ -143,7 +157,7 @@ def main(argv: list[str] | None = None) -> int:
     fds = raise_nofile()
     print(f"orderengine benchmarks at {revision()}: {platform.python_implementation()} "
           f"{platform.python_version()}, {os.cpu_count()} CPUs, open files {fds}, load {load()}", flush=True)
-    from bench import intake, latency, sockets, throughput   # after the fd limit is raised
+    from bench import intake, latency, soak, sockets, throughput   # after the fd limit is raised
 
     plan = []
     if args.bench == "intake":
@@ -154,6 +168,8 @@ def main(argv: list[str] | None = None) -> int:
         plan = [("sockets", args)]
     elif args.bench == "latency":
         plan = [("latency", args)]
+    elif args.bench == "soak":
+        plan = [("soak", args)]
     else:
         keep = dict(keep_logs=args.keep_logs, redis_url=args.redis_url, env=args.env)
         plan = [("intake", defaults(add_intake, **keep)),
@@ -171,6 +187,10 @@ def main(argv: list[str] | None = None) -> int:
                 throughput.print_result(throughput.run(ns), getattr(ns, "timeline", False))
             elif name == "sockets":
                 sockets.print_result(sockets.run(ns))
+            elif name == "soak":
+                result = soak.run(ns)
+                soak.print_result(result)
+                failures += not result.ok
             else:
                 latency.print_result(latency.run(ns))
         except (BenchError, Exception) as exc:  # one benchmark failing does not stop the others

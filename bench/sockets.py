@@ -6,7 +6,10 @@ WEB_THREADS=--web-threads; orders created while no worker runs (so they stay
 and waits); N asyncio `websockets` clients, one per order by default, each on
 /api/orders/execute?orderId=<id>. While they are held: how many are open and
 got the replayed event, the gunicorn worker's RSS, threads and open files, and
-whether GET /health still answers within 1 s; the server's CPU while the
+whether GET /health and a POST still answer within 1 s, and how many sockets
+were refused with 1013 when N is over MAX_SOCKETS_PER_PROCESS (set it with
+--env MAX_SOCKETS_PER_PROCESS=1000; the bench leaves it out of the way
+otherwise, as it does every SPEC §6 limit); the server's CPU while the
 sockets sit idle (--hold seconds). Then a worker starts, and we time until
 every socket got `confirmed` and was closed with 1000, and how late each
 `confirmed` reached its socket after the event was stored (its `at`).
@@ -90,15 +93,25 @@ async def hold_socket(ws_url: str, rec: Sock, sem: asyncio.Semaphore) -> None:
 
 def health_probe(url: str) -> tuple[int, float, list[str]]:
     """(answers within 1 s with 200, slowest answer, problems) over HEALTH_PROBES GETs."""
+    return probe(lambda session: session.get(url + "/health", timeout=1.0), 200)
+
+
+def post_probe(url: str) -> tuple[int, float, list[str]]:
+    """(POSTs answered 201 within 1 s, slowest answer, problems) over HEALTH_PROBES orders."""
+    return probe(lambda session: session.post(url + "/api/orders/execute", json=ORDER, timeout=1.0), 201)
+
+
+def probe(request, status: int) -> tuple[int, float, list[str]]:
+    """HEALTH_PROBES requests one after the other: (answered `status` within 1 s, slowest, problems)."""
     session = http_session(pool=1)
     good, worst, problems = 0, 0.0, []
     for _ in range(HEALTH_PROBES):
         t = time.monotonic()
         try:
-            r = session.get(url + "/health", timeout=1.0)
+            r = request(session)
             took = time.monotonic() - t
             worst = max(worst, took)
-            if r.status_code == 200 and took <= 1.0:
+            if r.status_code == status and took <= 1.0:
                 good += 1
             else:
                 problems.append(f"{r.status_code} in {took * 1000:.0f} ms")
@@ -146,9 +159,14 @@ async def one_round(stack: Stack, args, n: int) -> Round:
     await asyncio.sleep(1.0)
     open_now = sum(1 for x in recs if x.opened and not x.closed)
     replayed = sum(1 for x in recs if x.replayed and not x.closed)
-    failed = Counter((x.error or "")[:80] for x in recs if x.closed)
+    refusals = Counter(x.close_code for x in recs if x.closed and x.close_code in (1013, 4429))
+    failed = Counter((x.error or "")[:80] for x in recs if x.closed and x.close_code not in (1013, 4429))
     r.rows.append(("sockets open + replayed", f"{replayed} of {n} (open {open_now}) in {t_all - t_open:.1f} s"
                    + (f"  failures {dict(failed)}" if failed else "")))
+    limit = stack.env.get("MAX_SOCKETS_PER_PROCESS")
+    r.rows.append(("refused: 1013 (process full) / 4429 (key)",
+                   f"{refusals.get(1013, 0)} / {refusals.get(4429, 0)}  [MAX_SOCKETS_PER_PROCESS {limit}, "
+                   f"worker_connections {int(limit) + threads if limit else '-'}]"))
     r.rows.append(("gunicorn worker holding them", f"{proc_figures(gworker)}  [load {load()}]"))
     good, worst, problems = await blocking(health_probe, url)
     conns = await blocking(lambda: stack.query(
@@ -156,6 +174,9 @@ async def one_round(stack: Stack, args, n: int) -> Round:
     r.rows.append(("PostgreSQL connections to the db", f"{conns} (all processes; the worker is not running)"))
     r.rows.append(("GET /health while held", f"{good}/{HEALTH_PROBES} within 1 s, slowest {worst * 1000:.0f} ms"
                    + (f"  problems {problems}" if problems else "")))
+    good, worst, problems = await blocking(post_probe, url)
+    r.rows.append(("POST an order while held", f"{good}/{HEALTH_PROBES} 201 within 1 s, slowest "
+                   f"{worst * 1000:.0f} ms" + (f"  problems {problems}" if problems else "") + f"  [load {load()}]"))
 
     meter = CpuMeter({"gunicorn": stack.api_pids, "worker": lambda: [w.pid for w in stack.workers],
                       "redis": stack.redis_pids})

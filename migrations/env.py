@@ -10,7 +10,7 @@ url = config.attributes.get("database_url") or config.get_main_option("sqlalchem
 
 
 def run_migrations_online() -> None:
-    engine = create_db_engine(url, pool_size=1)
+    engine = create_db_engine(url, pool_size=1, statement_timeout_ms=0)  # an index build may take long
     with writing(engine).connect() as connection:
         if connection.dialect.name == "postgresql":  # two processes migrating at once take turns
             connection.execute(sa.text("SELECT pg_advisory_lock(80111)"))

@@ -8,8 +8,8 @@ from __future__ import annotations
 
 from flask import Flask
 
-from orderengine import auth
-from orderengine.api import orders, system
+from orderengine import auth, dashboard
+from orderengine.api import docs, metrics, orders, system
 from orderengine.api.errors import register_error_handlers
 from orderengine.api.orders import MAX_BODY_BYTES
 from orderengine.api.sockets import sock
@@ -32,5 +32,8 @@ def create_app(config: Settings | None = None, runtime: Runtime | None = None) -
     auth.init_app(app, runtime)  # first: later before_request hooks (rate limits) read g.caller
     app.register_blueprint(orders.bp)
     app.register_blueprint(system.bp)
+    app.register_blueprint(docs.bp)
+    app.register_blueprint(dashboard.bp)
+    app.register_blueprint(metrics.bp)
     sock.init_app(app)
     return app

@@ -8,7 +8,7 @@ import click
 
 from orderengine.client.commands import register as register_client_commands
 from orderengine.config import ConfigError, Settings, load_settings
-from orderengine.logs import configure_logging
+from orderengine.logs import configure_logging, redact_url
 
 
 def _settings() -> Settings:
@@ -43,7 +43,7 @@ def serve() -> None:
         sys.exit(2)
     upgrade(settings.database_url)
     click.echo(f"orderengine serving on http://{settings.host}:{settings.port} "
-               f"({'embedded' if settings.embedded else 'redis'} queue, {settings.database_url})", err=True)
+               f"({'embedded' if settings.embedded else 'redis'} queue, {redact_url(settings.database_url)})", err=True)
     EmbeddedServer(settings).run()
 
 

@@ -14,6 +14,7 @@ from typing import Any, Callable, Mapping
 
 from dotenv import dotenv_values
 
+from orderengine import failpoints
 from orderengine.db import normalize_url
 
 DEFAULT_DATABASE_URL = "sqlite:///var/orderengine.db"
@@ -61,15 +62,19 @@ class Settings:
     #: open WebSockets one API process holds; one more: close 1013 (HTTP keeps its own headroom)
     max_sockets_per_process: int = 1_000
     # --- time limits on every call out ---
-    #: a venue's execute/status/lookup call that takes longer is abandoned (the step fails and is retried)
+    #: a venue's execute/status/lookup call that takes longer is abandoned (VENUE_TIMEOUT; see calls.py)
     venue_call_timeout_ms: int = 5_000
-    #: a step that raises this many times in a row ends the order failed (bounded retries, backoff between)
+    #: a step that breaks this many times in a row ends the order failed (backoff between); where a
+    #: transaction may be out, only once the venue has answered about it (README, No order waits forever)
     step_max_failures: int = 5
     db_connect_timeout_s: int = 5
     db_statement_timeout_ms: int = 10_000
     # --- operating it (SPEC §7) ---
     #: a worker serves its Prometheus metrics on this port; unset = not served
     metrics_port: int | None = None
+    # --- a test facility ---
+    #: crash points this process SIGKILLs itself at ({name: nth hit}; orderengine/failpoints.py)
+    failpoints: Mapping[str, int] = field(default_factory=dict)
     environ: Mapping[str, str] = field(default_factory=dict, repr=False, compare=False)
 
     @property
@@ -132,7 +137,7 @@ def _rate(raw: str) -> float:
 def _database_url(raw: str) -> str:
     url = normalize_url(raw.strip())
     if not (url.startswith("sqlite:") or url.startswith("postgresql+psycopg:")):
-        raise ConfigError(f"must be a sqlite:/// or postgresql:// URL, got {raw!r}")
+        raise ConfigError(f"must be a sqlite:/// or postgresql:// URL, got {_printable_url(raw)!r}")
     return url
 
 
@@ -141,8 +146,14 @@ def _redis_url(raw: str) -> str | None:
     if not url:
         return None
     if not url.startswith(("redis://", "rediss://", "unix://")):
-        raise ConfigError(f"must be a redis:// URL, got {raw!r}")
+        raise ConfigError(f"must be a redis:// URL, got {_printable_url(raw)!r}")
     return url
+
+
+def _printable_url(raw: str) -> str:
+    """A URL quoted back in an error without its password."""
+    from orderengine.logs import redact_url  # logs imports nothing of ours but the clock
+    return redact_url(raw.strip()) or ""
 
 
 def _names(raw: str) -> tuple[str, ...] | None:
@@ -155,6 +166,13 @@ def _auth(raw: str) -> str | None:
     if mode not in {"keys", "off"}:
         raise ConfigError(f"must be keys or off, got {raw!r}")
     return mode
+
+
+def _failpoints(raw: str) -> dict[str, int]:
+    try:
+        return failpoints.parse(raw)
+    except ValueError as exc:
+        raise ConfigError(f"must be name[:N],... ({exc})") from None
 
 
 def _log_level(raw: str) -> str:
@@ -197,6 +215,7 @@ VARIABLES: dict[str, tuple[str, Callable[[str], Any]]] = {
     "DB_CONNECT_TIMEOUT_S": ("db_connect_timeout_s", _int(1, 600)),
     "DB_STATEMENT_TIMEOUT_MS": ("db_statement_timeout_ms", _int(0, 3_600_000)),
     "METRICS_PORT": ("metrics_port", _int(1, 65535)),
+    "ORDERENGINE_FAILPOINTS": ("failpoints", _failpoints),
 }
 
 

@@ -8,10 +8,16 @@ simulated chain's are reached through engines made here.
 """
 from __future__ import annotations
 
+import datetime as dt
 from pathlib import Path
+from typing import Any
 
 import sqlalchemy as sa
-from sqlalchemy.engine import Engine
+from sqlalchemy.engine import Connection, Engine
+
+#: what a connection to PostgreSQL may take, and a statement on it, unless told otherwise
+CONNECT_TIMEOUT_S = 5
+STATEMENT_TIMEOUT_MS = 10_000
 
 
 def normalize_url(url: str) -> str:
@@ -22,13 +28,34 @@ def normalize_url(url: str) -> str:
     return url
 
 
-def create_db_engine(url: str, pool_size: int = 15) -> Engine:
+def create_db_engine(url: str, pool_size: int = 15, connect_timeout_s: int = CONNECT_TIMEOUT_S,
+                     statement_timeout_ms: int = STATEMENT_TIMEOUT_MS) -> Engine:
     """On PostgreSQL a pool of `pool_size` connections plus 5 for bursts (a worker needs
-    one per thread, and the server's 100 connections are shared by every process)."""
+    one per thread, and the server's 100 connections are shared by every process), each
+    opened within `connect_timeout_s` and every statement on it cancelled by the server
+    after `statement_timeout_ms` (0: no limit, for migrations), lock waits included: a
+    database that hangs fails the call instead of holding its thread for ever.
+    A statement's parameters never appear in its errors (`hide_parameters`): they are
+    clients' data, and errors get logged."""
     if url.startswith("sqlite"):
         return _sqlite_engine(url)
-    return sa.create_engine(url, pool_size=pool_size, max_overflow=5,
-                            pool_recycle=1800)
+    return sa.create_engine(url, pool_size=pool_size, max_overflow=5, pool_recycle=1800,
+                            hide_parameters=True, connect_args=pg_connect_args(connect_timeout_s, statement_timeout_ms))
+
+
+def pg_connect_args(connect_timeout_s: int, statement_timeout_ms: int) -> dict[str, Any]:
+    """libpq's connect_timeout, and statement_timeout set for the session at connect."""
+    return {"connect_timeout": int(connect_timeout_s),
+            "options": f"-c statement_timeout={int(statement_timeout_ms)}"}
+
+
+def database_now(conn: Connection) -> dt.datetime:
+    """The database server's clock (UTC): the one clock every process agrees on, so
+    liveness (heartbeats, takeover) never depends on how far apart hosts' clocks are."""
+    if conn.dialect.name == "postgresql":
+        return conn.execute(sa.text("SELECT clock_timestamp()")).scalar_one().astimezone(dt.timezone.utc)
+    text = conn.execute(sa.text("SELECT strftime('%Y-%m-%d %H:%M:%f', 'now')")).scalar_one()
+    return dt.datetime.fromisoformat(text).replace(tzinfo=dt.timezone.utc)
 
 
 def _sqlite_engine(url: str) -> Engine:
@@ -36,7 +63,7 @@ def _sqlite_engine(url: str) -> Engine:
     if path and path != ":memory:":
         Path(path).parent.mkdir(parents=True, exist_ok=True)
     engine = sa.create_engine(url, connect_args={"timeout": 30, "check_same_thread": False},
-                              pool_size=20, max_overflow=20)
+                              pool_size=20, max_overflow=20, hide_parameters=True)
 
     @sa.event.listens_for(engine, "connect")
     def _on_connect(dbapi_conn, _record):  # pragma: no cover - driver glue

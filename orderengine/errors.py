@@ -91,6 +91,42 @@ class UnsupportedMediaType(EngineError):
 
 
 
+class RateLimited(EngineError):
+    """Too many orders from this caller in the last 60 seconds."""
+    code = "RATE_LIMITED"
+    http_status = 429
+
+    def __init__(self, retry_after_s: int, message: str | None = None) -> None:
+        super().__init__(message or f"Too many orders in the last 60 seconds; try again in {retry_after_s} s.",
+                         retryAfter=retry_after_s)
+        self.retry_after_s = retry_after_s
+
+
+class Overloaded(EngineError):
+    """Too many orders are waiting to be executed; the order was not accepted."""
+    code = "OVERLOADED"
+    http_status = 503
+
+    def __init__(self, retry_after_s: int, message: str | None = None) -> None:
+        super().__init__(message or "Too many orders are waiting to be executed; nothing was stored. "
+                         f"Try again in {retry_after_s} s.", retryAfter=retry_after_s)
+        self.retry_after_s = retry_after_s
+
+
+class TooManySockets(EngineError):
+    """This caller has as many WebSockets open as it may (MAX_SOCKETS_PER_KEY)."""
+    code = "TOO_MANY_SOCKETS"
+    http_status = 429
+    close_code = 4429
+
+
+class ServerBusy(EngineError):
+    """This server process holds as many WebSockets as it may; try again later."""
+    code = "SERVER_BUSY"
+    http_status = 503
+    close_code = 1013  # RFC 6455: try again later
+
+
 class ServiceUnavailable(EngineError):
     """A dependency (database, queue) is not answering; nothing was changed."""
     code = "SERVICE_UNAVAILABLE"
@@ -130,6 +166,25 @@ class TransactionFailed(ExecutionError):
 class VenueUnavailable(ExecutionError):
     """The venue did not answer."""
     code = "VENUE_UNAVAILABLE"
+
+
+class VenueTimeout(VenueUnavailable):
+    """The venue did not answer within the engine's time limit (or every thread the engine
+    lends it is still waiting on earlier calls): what it did with the call is unknown."""
+    code = "VENUE_TIMEOUT"
+
+
+class StepFailed(ExecutionError):
+    """A step of the order kept failing (STEP_MAX_FAILURES times in a row); the order was given up."""
+    code = "STEP_FAILED"
+    retryable = False
+
+
+class TxDropped(ExecutionError):
+    """The venue still does not know the submitted transaction after its validity window: it
+    can no longer land. Not retried: the venue lost a transaction it had given a signature for."""
+    code = "TX_DROPPED"
+    retryable = False
 
 
 class OrderExpired(ExecutionError):

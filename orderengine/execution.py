@@ -19,6 +19,27 @@ waits for a quote or a confirmation. A new attempt starts only after the venue
 said the last one definitely failed (or, for a send it refused, that it never got
 it), so an order is never filled twice. Every write is guarded by the order's work
 token and seq, so a step of a worker that lost the order changes nothing.
+
+No order waits forever (README, "No order waits forever"). Each case and its bound:
+  - a step that raises, or a venue call that fails, for an order: run again after a
+    backoff (doubling, capped at STEP_RETRY_MAX_S), at most STEP_MAX_FAILURES times in
+    a row; then, if nothing can have been sent in this attempt (pending, routing,
+    retrying), the order ends `failed` STEP_FAILED (or the venue's own code);
+  - where a transaction may be out (a send that raised, a resumed `building`,
+    `submitted`), nothing ends and no new attempt starts until the venue has answered
+    about it: FAILED (the attempt failed), or UNKNOWN from a `lookup` made after its
+    validity window has passed (from `building` for a send that kept failing: then
+    `failed` with the venue's code or STEP_FAILED; from `submitted` for one the venue
+    forgot: `failed` TX_DROPPED). Until then a send is repeated only under the same
+    client tx id (idempotent), and not at all once STEP_MAX_FAILURES is reached. A
+    venue that cannot answer at all keeps being asked, every STEP_RETRY_MAX_S at
+    most: ending the order then could hide a fill;
+  - a venue not loaded here: nothing sent -> the attempt fails VENUE_UNAVAILABLE (a new
+    attempt routes afresh); maybe sent -> the order is handed back for a worker that
+    has the venue, and after the venue's validity window (when it can no longer land)
+    it fails VENUE_UNAVAILABLE, with no new attempt;
+  - every venue call runs under VENUE_CALL_TIMEOUT_MS on a few threads of the venue's
+    own (calls.py).
 """
 from __future__ import annotations
 
@@ -33,11 +54,16 @@ from dataclasses import dataclass
 from decimal import Decimal
 from typing import Any, Callable, Iterable
 
+from orderengine import metrics
 from orderengine.amounts import decimal_str
 from orderengine.clock import after_ms, utcnow
 from orderengine.config import Settings
-from orderengine.errors import ExecutionError, OrderExpired, VenueUnavailable, error_from_dict
+from orderengine.calls import VenueCalls
+from orderengine.errors import (
+    EngineError, ExecutionError, OrderExpired, StepFailed, TxDropped, VenueUnavailable, error_from_dict,
+)
 from orderengine.events import Event
+from orderengine.failpoints import failpoint
 from orderengine.lifecycle import Status
 from orderengine.routing import QuoteFetcher, QuoteOutcome, decide
 from orderengine.store import Change, OrderStore, Version, Work
@@ -47,13 +73,13 @@ from orderengine.venue import QuoteRequest, SwapRequest, TxState, TxStatus, Venu
 log = logging.getLogger(__name__)
 
 PRICE_PLACES = Decimal("1e-12")
-SEND_RECHECK_S = 1.0        # a send whose outcome we could not learn is looked up again after this
 POLL_MIN_S = 0.1            # confirmation polls: no more often than this
 POLL_MAX_S = 2.0
-STEP_RETRY_S = 2.0          # a step that raised runs again after this (re-read from the database),
-STEP_RETRY_MAX_S = 60.0     # doubling each time it breaks again, up to this
+STEP_RETRY_MIN_S = 0.05     # a step that broke runs again after RETRY_BACKOFF_MS (at least this),
+STEP_RETRY_MAX_S = 30.0     # doubling each time it breaks again, up to this
 BUSY_FACTOR = 4             # groups waiting per step thread before the pump stops claiming
-VENUE_MISSING_S = 30.0      # an order whose venue is not loaded here waits this long
+#: statuses in which the order's current attempt may have a transaction out
+MAYBE_SENT = frozenset({Status.BUILDING.value, Status.SUBMITTED.value})
 
 
 def new_worker_id() -> str:
@@ -76,22 +102,39 @@ class Held:
     created_at: dt.datetime | None = None
     venue: str | None = None
     tx_hash: str | None = None
+    #: when it entered its status: for `building`/`submitted`, when its transaction was
+    #: (possibly) sent, where the venue's validity window starts (the orders row's
+    #: updated_at is its last event's `at`: polls and claims do not touch it)
+    since: dt.datetime | None = None
     decision: dict[str, Any] | None = None  # the routing decision, while building
     reload: bool = False                    # re-read from the database before the next step
-    failures: int = 0                       # steps in a row that broke on this order
+    failures: int = 0                       # steps (or venue calls) in a row that broke on this order
+    last_failure: tuple[str, BaseException] | None = None  # (where, what) of the last one
     alone: bool = False                     # run its next step in a group of its own
 
     @classmethod
     def of(cls, row: Any) -> "Held":
         return cls(row.id, row.work_token, row.status, row.last_seq, row.attempts, row.token_in,
-                   row.token_out, row.amount_in, row.slippage_bps, row.created_at, row.venue, row.tx_hash)
+                   row.token_out, row.amount_in, row.slippage_bps, row.created_at, row.venue, row.tx_hash,
+                   row.updated_at)
 
     @property
     def version(self) -> Version:
         return Version(self.status, self.last_seq, self.attempts)
 
+    @property
+    def client_tx_id(self) -> str:
+        """The client transaction id of its current attempt (what `lookup` is asked for)."""
+        return f"{self.id}:{self.attempts}"
+
     def moved(self, event: Event) -> None:
         self.status, self.last_seq, self.attempts = event.status.value, event.seq, event.attempt
+        self.since = event.at
+        self.answered()
+
+    def answered(self) -> None:
+        """It made progress (moved on, or the venue answered about it): failures start over."""
+        self.failures, self.last_failure, self.alone = 0, None, False
 
 
 #: later(orders, seconds): run these orders' next step after `seconds` (the pump's timer)
@@ -109,6 +152,10 @@ class OrderExecutor:
         self.later = later
         self.worker_id = worker_id
         self._pool = ThreadPoolExecutor(max_workers=settings.worker_concurrency, thread_name_prefix="step")
+        # execute/status/lookup (and batches) of each venue: as many threads as steps, so a
+        # healthy venue never refuses a call, and a hung one holds no more than that
+        self._calls = {name: VenueCalls(name, settings.worker_concurrency,
+                                        settings.venue_call_timeout_ms / 1000) for name in venues}
         self._queued = 0  # groups handed to the step threads and not yet done
         self._count_lock = threading.Lock()
         self._steps: dict[str, Callable[[list[Held]], None]] = {
@@ -127,7 +174,7 @@ class OrderExecutor:
         # (its writes and ours are guarded by seq, so one of them finds it moved and stops)
         groups: dict[Any, list[Held]] = {}
         for held in batch:
-            step = self._steps.get(held.status)
+            step = self._step_for(held)
             if step is None:  # it ended meanwhile
                 continue
             if held.alone:
@@ -139,35 +186,93 @@ class OrderExecutor:
 
     def run(self, batch: Iterable[Held]) -> None:
         """The same as `submit`, on the calling thread (tests, and the step threads)."""
-        for status, group in _by(batch, lambda h: h.status).items():
-            self._guarded(self._steps[status], group)
+        for step, group in _by(batch, self._step_for).items():
+            if step is not None:
+                self._guarded(step, group)
 
     def close(self, wait: bool = True) -> None:
         self._pool.shutdown(wait=wait, cancel_futures=True)
+        for calls in self._calls.values():
+            calls.close()
+
+    def _step_for(self, held: Held) -> Callable[[list[Held]], None] | None:
+        """The order's next step: the one for its status, or giving it up when its steps
+        broke STEP_MAX_FAILURES times in a row and nothing can have been sent."""
+        if held.failures >= self.settings.step_max_failures and held.status not in MAYBE_SENT \
+                and held.status in self._steps:
+            return self._give_up
+        return self._steps.get(held.status)
 
     def _guarded(self, step: Callable[..., None], group: list[Held], *args: Any) -> None:
         # Every step can be run again (writes are guarded by token and seq, sends by the
         # client tx id), so a step that broke - the database went away - is, from what the
         # database says then. Its orders run again each in a group of its own, so an order
-        # that breaks every time (a plugin's bad answer) holds up no other, with a backoff.
+        # that breaks every time (a plugin's bad answer) holds up no other, with a backoff
+        # that doubles up to STEP_RETRY_MAX_S. After STEP_MAX_FAILURES breaks in a row an
+        # order with nothing sent is given up (`_step_for`); one that may have a transaction
+        # out keeps being run (each run asks the venue) until the venue answers about it.
         try:
             step(group, *args)
-        except Exception:
-            log.exception("step failed; it runs again shortly",
-                          extra={"order_ids": [h.id for h in group][:20], "orders": len(group)})
+        except Exception as exc:
+            log.exception("step failed; it runs again after a backoff",
+                          extra={"step": step.__name__, "order_ids": [h.id for h in group][:20],
+                                 "orders": len(group)})
             for held in group:
                 held.reload, held.alone = True, len(group) > 1 or held.alone
-                held.failures += 1
-                self.later([held], min(STEP_RETRY_MAX_S, STEP_RETRY_S * 2 ** (held.failures - 1)))
+                self._broke([held], exc, step.__name__)
+
+    def _broke(self, orders: list[Held], exc: BaseException, where: str) -> None:
+        """A step or venue call broke for these orders: count it and run them again after
+        a backoff (RETRY_BACKOFF_MS doubling per failure in a row, capped)."""
+        for held in orders:
+            held.failures += 1
+            held.last_failure = (where, exc)
+            self.later([held], self._backoff(held.failures))
+
+    def _backoff(self, failures: int) -> float:
+        base = max(STEP_RETRY_MIN_S, self.settings.retry_backoff_ms / 1000)
+        return min(STEP_RETRY_MAX_S, base * 2 ** (max(1, failures) - 1))
+
+    def _exhausted(self, held: Held) -> bool:
+        return held.failures >= self.settings.step_max_failures
+
+    def _gave_up_error(self, held: Held) -> ExecutionError:
+        """What ends an order whose steps kept breaking: the venue's own error when the last
+        failure was one (VENUE_TIMEOUT, VENUE_UNAVAILABLE, ...), else STEP_FAILED naming the
+        step and the exception's type. Never retried: a new attempt would break the same way."""
+        where, exc = held.last_failure or ("step", RuntimeError("unknown"))
+        tail = f"gave up after {held.failures} failures in a row of step {where}"
+        if isinstance(exc, ExecutionError):
+            error = error_from_dict({"code": exc.code, "message": f"{exc.message} ({tail})"})
+        elif isinstance(exc, EngineError):
+            error = StepFailed(f"{exc.code}: {exc.message} ({tail})")
         else:
-            for held in group:
-                held.failures, held.alone = 0, False
+            error = StepFailed(f"{tail}: {type(exc).__name__}: {str(exc)[:300]}")
+        error.retryable = False
+        return error
+
+    def _give_up(self, group: list[Held]) -> None:
+        """Orders with nothing sent whose steps broke STEP_MAX_FAILURES times: `failed`."""
+        self._attempts_failed([(h, self._gave_up_error(h)) for h in group])
+
+    def _call(self, venue: Venue, method: Callable[..., Any], *args: Any) -> Any:
+        """A venue call under VENUE_CALL_TIMEOUT_MS, on the venue's own threads."""
+        calls = self._calls.get(venue.name)
+        if calls is None:  # a venue this executor was not built with (tests): same limits
+            calls = self._calls.setdefault(venue.name, VenueCalls(
+                venue.name, self.settings.worker_concurrency, self.settings.venue_call_timeout_ms / 1000))
+        return calls.call(method, *args)
 
     def _spawn(self, step: Callable[..., None], group: list[Held], *args: Any) -> None:
         """Run a step for `group` on a step thread."""
         with self._count_lock:
             self._queued += 1
-        self._pool.submit(self._task, step, group, *args)
+        try:
+            self._pool.submit(self._task, step, group, *args)
+        except BaseException:
+            with self._count_lock:
+                self._queued -= 1
+            raise
 
     def _task(self, step: Callable[..., None], group: list[Held], *args: Any) -> None:
         try:
@@ -181,6 +286,16 @@ class OrderExecutor:
         """Enough groups wait for a step thread: the pump takes no more orders for now, so
         a burst is shared with the other workers instead of expiring in this one's queue."""
         return self._queued >= self.settings.worker_concurrency * BUSY_FACTOR
+
+    @property
+    def venue_names(self) -> list[str]:
+        return sorted(self.venues)
+
+    @property
+    def unloaded_window_s(self) -> float:
+        """The validity window assumed for a venue not loaded here (its own cannot be read):
+        the longest of the contract's default and every loaded venue's."""
+        return max([Venue.validity_window_s, *(_window(v) for v in self.venues.values())])
 
     # --- steps ------------------------------------------------------------------
 
@@ -210,7 +325,9 @@ class OrderExecutor:
     def _expire(self, expired: list[Held]) -> None:
         self._attempts_failed([(h, self._expiry()) for h in expired])
 
+    @metrics.step("start_attempts")
     def _start_attempts(self, group: list[Held]) -> None:
+        failpoint("start_attempt")  # crash matrix: claimed, still pending (or retrying)
         group, expired = self._expired(group)
         self._expire(expired)
         ready, throttled = [], []
@@ -228,13 +345,25 @@ class OrderExecutor:
                                      attempt=h.attempts + 1, changes={"attempts": h.attempts + 1},
                                      work=Work(h.token, self.worker_id, utcnow()))
                               for h, _ in ready], [h for h, _ in ready])
+        failpoint("routing")  # crash matrix: `routing` recorded, quotes not asked yet
         if started:
             self._fetch_quotes(started)
 
+    @metrics.step("fetch_quotes")
     def _fetch_quotes(self, group: list[Held]) -> None:
         requests = [QuoteRequest(by_symbol(h.token_in), by_symbol(h.token_out), h.amount_in) for h in group]
-        self.fetcher.fetch_many(requests, lambda outcomes: self._spawn(self._route, group, outcomes))
 
+        def decide_on(outcomes: list[list[QuoteOutcome]]) -> None:
+            try:
+                self._spawn(self._route, group, outcomes)
+            except Exception as exc:  # no step thread takes it (shutting down): never stuck in routing
+                log.warning("quotes arrived but no step thread took them", extra={"error": str(exc)})
+                for held in group:
+                    held.reload = True
+                self._broke(group, exc, "_route")
+        self.fetcher.fetch_many(requests, decide_on)
+
+    @metrics.step("route")
     def _route(self, group: list[Held], outcomes: list[list[QuoteOutcome]]) -> None:
         failed: list[tuple[Held, ExecutionError]] = []
         changes, deciding = [], []
@@ -274,21 +403,28 @@ class OrderExecutor:
                 held.decision = decisions[held.id].data
         self._send(group, known_unsent=False)
 
+    @metrics.step("send")
     def _send(self, group: list[Held], known_unsent: bool) -> None:
+        """Send the swaps of orders in `building` (`known_unsent`: just built by this worker,
+        so none of them can be out yet; otherwise each is looked up first). A send whose
+        outcome is unknown (it raised, it timed out) counts as a failure of the order and
+        is looked up after the backoff; it is sent again only if the venue says it never
+        got it, and after STEP_MAX_FAILURES such rounds the order fails instead (`_send_to`)."""
         submitted: list[tuple[Held, str]] = []
-        unknown: list[Held] = []
+        unknown: list[tuple[Held, BaseException]] = []
         failed: list[tuple[Held, ExecutionError]] = []
         for name, orders in _by(group, lambda h: h.decision["venue"]).items():
             venue = self.venues.get(name)
             if venue is None:
-                self._venue_missing(orders, name)
+                self._venue_missing(orders, name, maybe_sent=not known_unsent)
                 continue
             for chunk in _chunks(orders, venue.max_batch):
                 self._send_to(venue, chunk, known_unsent, submitted, unknown, failed)
         if unknown:
             log.warning("send outcome unknown; will ask the venue",
-                        extra={"order_ids": [h.id for h in unknown][:20], "orders": len(unknown)})
-            self.later(unknown, SEND_RECHECK_S)
+                        extra={"order_ids": [h.id for h, _ in unknown][:20], "orders": len(unknown)})
+            for held, exc in unknown:
+                self._broke([held], exc, "_send")
         self._attempts_failed(failed)
         first_poll: dict[str, float] = {}
         changes = []
@@ -301,13 +437,16 @@ class OrderExecutor:
                                   work=Work(held.token, self.worker_id, after_ms(first_poll[held.id] * 1000))))
             held.tx_hash, held.venue = signature, venue.name
         for held in self._move(changes, [h for h, _ in submitted]):
+            failpoint("submitted")  # crash matrix: `submitted` recorded, not yet polled
             held.decision = None
             self.later([held], first_poll[held.id])
 
     def _send_to(self, venue: Venue, orders: list[Held], known_unsent: bool,
                  submitted: list, unknown: list, failed: list) -> None:
         """Send `orders` to `venue` (those it does not have yet), sorting each into
-        submitted (with its signature), unknown (ask again later) or failed."""
+        submitted (with its signature), unknown (with what broke: ask again later) or
+        failed. An order whose earlier sends broke STEP_MAX_FAILURES times in a row is
+        not sent again: once the venue says it never got it, it fails (`_gave_up_error`)."""
         to_send, expired = self._expired(orders)
         late = {id(h) for h in expired}
         if not known_unsent:
@@ -320,6 +459,8 @@ class OrderExecutor:
                     submitted.append((held, status.signature))  # it went out before: it was in time
                 elif id(held) in late:
                     failed.append((held, self._expiry()))
+                elif self._exhausted(held):  # never got it, after all those tries: stop sending
+                    self._give_up_after_window(venue, held, failed)
                 else:
                     to_send.append(held)
         else:
@@ -328,11 +469,13 @@ class OrderExecutor:
             return
         swaps = [(SwapRequest(h.decision["pool"], by_symbol(h.token_in), by_symbol(h.token_out), h.amount_in,
                               Decimal(h.decision["minAmountOut"])), h.decision["clientTxId"]) for h in to_send]
+        failpoint("before_send")  # crash matrix: `building` recorded, nothing sent
         try:
-            results = _one_each(venue.execute_many(swaps), swaps, venue, "execute_many")
+            results = _one_each(self._call(venue, venue.execute_many, swaps), swaps, venue, "execute_many")
+            failpoint("after_send")  # crash matrix: the venue has them, `submitted` not written
         except Exception as exc:
             log.warning("send failed as a whole", extra={"venue": venue.name, "error": str(exc)})
-            unknown.extend(to_send)
+            unknown.extend((h, exc) for h in to_send)
             return
         refused: list[tuple[Held, ExecutionError]] = []
         for held, result in zip(to_send, results):
@@ -341,7 +484,8 @@ class OrderExecutor:
             elif isinstance(result, ExecutionError) and not isinstance(result, VenueUnavailable):
                 refused.append((held, result))
             else:
-                unknown.append(held)
+                unknown.append((held, result if isinstance(result, BaseException)
+                                else TypeError(f"execute answered {type(result).__name__}")))
         if refused:
             # The venue refused: if it also says it never received the transaction, the
             # attempt failed; if it has it after all, go on with it.
@@ -352,48 +496,104 @@ class OrderExecutor:
                 else:
                     submitted.append((held, status.signature))
 
-    def _lookups(self, venue: Venue, orders: list[Held], unknown: list[Held]) -> list[TxStatus] | None:
+    def _give_up_after_window(self, venue: Venue, held: Held, failed: list) -> None:
+        """An order whose sends broke STEP_MAX_FAILURES times and that the venue says it
+        never got. A send that timed out may still be on its way, and could land until
+        the venue's validity window (from `building`) has passed: no more sends, and it
+        fails only once the window is over and a lookup still says UNKNOWN (this one,
+        or the one at the window's end)."""
+        now = utcnow()
+        end = (held.since or now) + dt.timedelta(seconds=_window(venue))
+        if now >= end:
+            failed.append((held, self._gave_up_error(held)))
+            return
+        log.warning("sends kept failing; not sending again, asking the venue until the validity window ends",
+                    extra={"order_id": held.id, "venue": venue.name})
+        self.later([held], max(POLL_MIN_S, min(POLL_MAX_S, (end - now).total_seconds())))
+
+    def _lookups(self, venue: Venue, orders: list[Held],
+                 unknown: list[tuple[Held, BaseException]]) -> list[TxStatus] | None:
         try:
-            return _one_each(venue.lookups([h.decision["clientTxId"] for h in orders]), orders, venue, "lookups")
+            return _one_each(self._call(venue, venue.lookups, [h.decision["clientTxId"] for h in orders]),
+                             orders, venue, "lookups")
         except Exception as exc:
             log.warning("lookup failed; will ask again", extra={"venue": venue.name, "error": str(exc)})
-            unknown.extend(orders)
+            unknown.extend((h, exc) for h in orders)
             return None
 
+    @metrics.step("settle")
     def _settle(self, group: list[Held]) -> None:
+        """Ask the venue where each submitted transaction stands (one `statuses` call per
+        venue). A venue that cannot answer is asked again after a backoff, without end:
+        the transaction is out, so only the venue's word may end the order. One it calls
+        UNKNOWN is asked about again until its validity window has passed; then a last
+        `lookup` decides: still UNKNOWN -> `failed` TX_DROPPED, never sent again."""
         confirmed: list[tuple[Held, TxStatus]] = []
         failed: list[tuple[Held, ExecutionError]] = []
         for name, orders in _by(group, lambda h: h.venue).items():
             venue = self.venues.get(name)
             if venue is None:
-                self._venue_missing(orders, name)
+                self._venue_missing(orders, name, maybe_sent=True)
                 continue
             pending: list[Held] = []
+            lost: list[Held] = []
             for chunk in _chunks(orders, venue.max_batch):
                 try:
-                    statuses = _one_each(venue.statuses([h.tx_hash for h in chunk]), chunk, venue, "statuses")
+                    statuses = _one_each(self._call(venue, venue.statuses, [h.tx_hash for h in chunk]),
+                                         chunk, venue, "statuses")
                 except Exception as exc:
                     log.warning("status query failed; will ask again", extra={"venue": name, "error": str(exc)})
-                    self.later(chunk, POLL_MAX_S)
+                    self._broke(chunk, exc, "_settle")
                     continue
                 for held, status in zip(chunk, statuses):
-                    if status.state is TxState.CONFIRMED:
-                        confirmed.append((held, status))
-                    elif status.state is TxState.FAILED:
-                        failed.append((held, error_from_dict({"code": status.error_code or "TX_FAILED",
-                                                              "message": status.error_message})))
-                    elif status.state is TxState.UNKNOWN:
-                        # The venue forgot a transaction it gave us a signature for: not safe
-                        # to resend; keep asking and say so loudly.
-                        log.error("venue does not know a submitted transaction", extra={"order_id": held.id})
-                        self.later([held], POLL_MAX_S)
-                    else:
+                    if status.state is TxState.UNKNOWN:
+                        lost.append(held)
+                    elif not _ended(held, status, confirmed, failed):
+                        held.answered()
                         pending.append(held)
             if pending:  # still pending: ask again (nothing written)
                 self.later(pending, _poll_interval(venue))
+            if lost:
+                self._lost(venue, lost, confirmed, failed)
         self._confirm(confirmed)
         self._attempts_failed(failed)
 
+    def _lost(self, venue: Venue, lost: list[Held], confirmed: list, failed: list) -> None:
+        """Submitted transactions the venue says it does not know. Before their validity
+        window has passed they may still land: ask again (at the window's end at the
+        latest). After it, a last `lookup` by client tx id: UNKNOWN still -> TX_DROPPED."""
+        window = _window(venue)
+        now = utcnow()
+        overdue = []
+        for held in lost:
+            left = ((held.since or now) + dt.timedelta(seconds=window) - now).total_seconds()
+            if left <= 0:
+                overdue.append(held)
+                continue
+            log.warning("venue does not know a submitted transaction; asking again until its "
+                        "validity window ends", extra={"order_id": held.id, "venue": venue.name})
+            self.later([held], max(POLL_MIN_S, min(POLL_MAX_S, left)))
+        if not overdue:
+            return
+        try:
+            last = _one_each(self._call(venue, venue.lookups, [h.client_tx_id for h in overdue]),
+                             overdue, venue, "lookups")
+        except Exception as exc:
+            log.warning("last lookup failed; will ask again", extra={"venue": venue.name, "error": str(exc)})
+            self._broke(overdue, exc, "_settle")
+            return
+        for held, status in zip(overdue, last):
+            if _ended(held, status, confirmed, failed):
+                continue
+            if status.state is TxState.PENDING:
+                held.answered()
+                self.later([held], _poll_interval(venue))
+            else:
+                failed.append((held, TxDropped(
+                    f"{venue.name} does not know transaction {held.tx_hash} {window:g} s after it was "
+                    "submitted (its validity window): it can no longer land. Not sent again.")))
+
+    @metrics.step("confirm")
     def _confirm(self, confirmed: list[tuple[Held, TxStatus]]) -> None:
         changes, changes_out = [], {}
         for held, status in confirmed:
@@ -428,6 +628,7 @@ class OrderExecutor:
                 log.info("order failed", extra={"order_id": held.id, "attempts": attempt, "error": body})
         for held in self._move(changes, [h for h, _ in failed]):
             if held.id in delays:
+                failpoint("retrying")  # crash matrix: `retrying` recorded, in its backoff
                 held.decision = None
                 self.later([held], delays[held.id] / 1000)
 
@@ -447,14 +648,43 @@ class OrderExecutor:
         for held in group:
             event = by_id.get(held.id)
             if event is not None:
+                metrics.order_moved(held.created_at, event)
                 held.moved(event)
                 moved.append(held)
         return moved
 
-    def _venue_missing(self, orders: list[Held], name: str) -> None:
-        log.error("the venue of an order in flight is not loaded; waiting for it",
-                  extra={"venue": name, "order_ids": [h.id for h in orders][:20]})
-        self.later(orders, VENUE_MISSING_S)
+    def _venue_missing(self, orders: list[Held], name: str, maybe_sent: bool) -> None:
+        """The order's venue is not loaded in this worker. Nothing sent in this attempt:
+        the attempt fails VENUE_UNAVAILABLE (the next one routes afresh, among the venues
+        loaded). Maybe sent: only that venue can say what became of it, so the order is
+        handed back for a worker that has the venue (claiming skips such orders in
+        workers without it, `OrderStore.claim_due`); once its validity window has passed
+        the transaction can no longer land, and the order fails VENUE_UNAVAILABLE with
+        no new attempt (a new one could fill twice if the first landed in time)."""
+        if not maybe_sent:
+            self._attempts_failed([(h, VenueUnavailable(f"The venue {name} is not loaded in this worker."))
+                                   for h in orders])
+            return
+        window = self.unloaded_window_s
+        now = utcnow()
+        overdue = [h for h in orders if h.since is not None and now >= h.since + dt.timedelta(seconds=window)]
+        if overdue:
+            log.error("the venue of an order in flight is not loaded, past its validity window; failing it",
+                      extra={"venue": name, "order_ids": [h.id for h in overdue][:20]})
+            ended = []
+            for held in overdue:
+                error = VenueUnavailable(
+                    f"The venue {name} was not loaded in any worker that took the order within "
+                    f"{window:g} s of its send; its transaction can no longer land, and whether it "
+                    "landed before is unknown. Not sent again.")
+                error.retryable = False
+                ended.append((held, error))
+            self._attempts_failed(ended)
+        rest = [h for h in orders if h not in overdue]
+        if rest:
+            log.error("the venue of an order in flight is not loaded here; handing it to a worker that has it",
+                      extra={"venue": name, "order_ids": [h.id for h in rest][:20]})
+            self.store.set_work_many([(h.id, h.token, Work(h.token, None, now)) for h in rest])
 
 
 def _by(group: Iterable[Held], key: Callable[[Held], Any]) -> dict[Any, list[Held]]:
@@ -476,6 +706,27 @@ def _one_each(answers: list, asked: list, venue: Venue, method: str) -> list:
     if len(answers) != len(asked):
         raise ValueError(f"{venue.name}.{method} answered {len(answers)} items for {len(asked)}")
     return answers
+
+
+def _ended(held: Held, status: TxStatus, confirmed: list, failed: list) -> bool:
+    """Sort a transaction the venue says is final into confirmed or failed (True), else False."""
+    if status.state is TxState.CONFIRMED:
+        confirmed.append((held, status))
+    elif status.state is TxState.FAILED:
+        failed.append((held, error_from_dict({"code": status.error_code or "TX_FAILED",
+                                              "message": status.error_message})))
+    else:
+        return False
+    return True
+
+
+def _window(venue: Venue) -> float:
+    """The venue's validity window in seconds (the contract's default for a plugin's nonsense)."""
+    try:
+        window = float(getattr(venue, "validity_window_s", Venue.validity_window_s))
+    except (TypeError, ValueError):
+        return Venue.validity_window_s
+    return window if window >= 0 else Venue.validity_window_s
 
 
 def _poll_interval(venue: Venue) -> float:

@@ -16,6 +16,20 @@ all (the queue took it and then the connection broke) is live: its answer is
 201. If the database fails, every order of the group gets a 503 and none is
 stored. An error that belongs to one order (a row the database refuses) is
 found by storing the group's orders one by one, and stays that order's.
+
+The unknown commit: when the connection dies while the insert or its COMMIT is
+on its way, the server may have committed it or not. The writer then asks the
+database, by id, which of the group's orders are stored (a new connection, a few
+tries): those are answered 201 and queued like any other, and only those that
+are not stored are inserted again (once) or answered 503. Only when the database
+cannot be asked at all is the whole group answered 503 while some of it may be
+stored (and then runs): that is logged with the ids, and a client that sent an
+Idempotency-Key gets the true answer when it retries.
+
+SPEC §6's limits refuse before anything is stored: a full queue (MAX_QUEUED_ORDERS,
+`admission.QueueCap`) refuses an order before it joins a group (503 OVERLOADED), and
+the writer counts a group against its callers' RATE_LIMIT_PER_MINUTE in one round trip
+(`RateLimit.check_many`) and answers the ones over it 429 RATE_LIMITED.
 """
 from __future__ import annotations
 
@@ -33,9 +47,12 @@ from typing import Callable
 
 from sqlalchemy.exc import DBAPIError, InterfaceError, OperationalError, SQLAlchemyError
 
+from orderengine import metrics
+from orderengine.admission import QueueCap, RateLimit
 from orderengine.clock import utcnow
 from orderengine.errors import EngineError, IdempotencyKeyInUse, IdempotencyKeyReused, ServiceUnavailable
 from orderengine.events import Event
+from orderengine.failpoints import failpoint
 from orderengine.schemas import OrderRequest
 from orderengine.store import OrderStore, Work
 
@@ -61,21 +78,27 @@ ANYONE = ""
 #: after it, its stored order is live whatever happened to the request that made it
 KEY_IN_PROGRESS_GRACE_S = 5
 
+#: after a commit whose outcome is unknown, ask the database this often which orders it has
+UNKNOWN_COMMIT_TRIES = 3
+UNKNOWN_COMMIT_PAUSE_S = 0.2
+
 _DB_UNAVAILABLE = "The database is not available; the order was not accepted."
 _QUEUE_UNAVAILABLE = "The order queue is not available; the order was not accepted."
 
 
 class _Ticket:
     """One order waiting for its group's commit: the request thread holds `_done`."""
-    __slots__ = ("order_id", "request", "owner", "work", "key", "event", "replayed", "error", "finished",
-                 "_done")
+    __slots__ = ("order_id", "request", "owner", "work", "key", "limit_key", "event", "replayed", "error",
+                 "finished", "_done")
 
-    def __init__(self, request: OrderRequest, key: "IdempotencyKey | None" = None, owner: str = "") -> None:
+    def __init__(self, request: OrderRequest, key: "IdempotencyKey | None" = None,
+                 limit_key: str | None = None, owner: str = "") -> None:
         self.order_id = ""  # the writer names the group's orders at once (see `_named`)
         self.request = request
         self.owner = owner
         self.work: Work | None = None
         self.key = key
+        self.limit_key = limit_key  # whose RATE_LIMIT_PER_MINUTE this order counts against
         self.event: Event | None = None
         self.replayed = False
         self.error: BaseException | None = None
@@ -126,8 +149,11 @@ class Intake:
     def __init__(self, store: OrderStore, queue_new_orders: Callable[[list[tuple[str, str]]], None],
                  window_s: float = GROUP_WINDOW_S, max_group: int = MAX_GROUP,
                  writers: int = WRITERS, idle_exit_s: float = IDLE_EXIT_S,
-                 key_ttl_s: int = 86_400) -> None:
+                 key_ttl_s: int = 86_400, queue_cap: "QueueCap | None" = None,
+                 rate_limit: "RateLimit | None" = None) -> None:
         self.store = store
+        self.queue_cap = queue_cap  # refuses a new order (Overloaded) before it is stored
+        self.rate_limit = rate_limit  # checked for a whole group at once by the writer
         self.queue_new_orders = queue_new_orders
         self.key_ttl_s = key_ttl_s
         self.window_s, self.max_group, self.writers = window_s, max_group, writers
@@ -138,14 +164,21 @@ class Intake:
         self._closed = False
 
     def submit(self, request: OrderRequest, key: IdempotencyKey | None = None,
-               owner: str = ANYONE) -> Accepted:
+               limit_key: str | None = None, owner: str = ANYONE) -> Accepted:
         """Store the order (as `owner`'s) and queue its first step; returns its `pending` event
-        once both are done. ServiceUnavailable when the database or the queue is away (nothing stored)."""
+        once both are done. ServiceUnavailable when the database or the queue is away (nothing
+        stored). With `limit_key`, the submission counts against that caller's rate limit (a
+        replay too) and is refused with RateLimited over it; a new order is refused with
+        Overloaded when the queue is full (`queue_cap`). Nothing is stored for a refusal."""
         if key is not None:
             known = self._replay(key)
             if known is not None:
-                return known
-        ticket = _Ticket(request, key, owner)
+                if limit_key is not None and self.rate_limit is not None:
+                    self.rate_limit.check(limit_key)
+                return known  # a replay stores nothing: answered even when the queue is full
+        if self.queue_cap is not None:
+            self.queue_cap.admit()
+        ticket = _Ticket(request, key, limit_key if self.rate_limit is not None else None, owner)
         with self._lock:  # so every order handed in comes before the writers' stop marks
             if self._closed:
                 raise ServiceUnavailable("The server is shutting down; the order was not accepted.")
@@ -238,22 +271,38 @@ class Intake:
         return group
 
     def _commit(self, group: list[_Ticket]) -> None:
+        group = self._within_rate(group)
         if not group:
             return
         stored = self._store(group)
         made = [t for t in stored if t.event is not None]
-        losers = [t for t in stored if t.event is None]  # their key was another request's
+        losers = [t for t in stored if t.event is None and not t.finished]  # their key was another request's
         live = self._queue(made) if made else []
         self._finish_keys([t for t in live if t.key is not None])
+        failpoint("intake_committed")  # crash matrix: stored and queued, no 201 sent
         for t in live:  # answered first: publishing and logging need not delay the 201s
             t.finish(t.event)
         self._settle_keys(losers)
         if not live:
             return
+        metrics.orders_created(len(live))
         self.store.bus.publish_many([t.event for t in live])  # best effort, as `publish`
         if log.isEnabledFor(logging.INFO):
             for t in live:
                 log.info("order accepted", extra={"order_id": t.order_id, **t.event.data})
+
+    def _within_rate(self, group: list[_Ticket]) -> list[_Ticket]:
+        """The group's orders within their callers' rate limits (one round trip for the
+        group); the others are answered RateLimited here and not stored."""
+        counted = [t for t in group if t.limit_key is not None]
+        if not counted:
+            return group
+        for t, refused in zip(counted, self.rate_limit.check_many([t.limit_key for t in counted])):
+            if refused is not None:
+                t.finish(error=refused)
+                if self.queue_cap is not None:
+                    self.queue_cap.release()  # its place in the queue was never used
+        return [t for t in group if not t.finished]
 
     def _store(self, group: list[_Ticket]) -> list[_Ticket]:
         """Insert the group at once; the tickets stored (with their event), the others
@@ -278,19 +327,48 @@ class Intake:
             return []
 
     def _insert(self, group: list[_Ticket]) -> None:
-        """The group in one go; a pooled connection that died with a database restart is
-        replaced and the insert tried once more, rather than answering 503."""
+        """The group in one go. When the connection died on the way (the outcome is
+        unknown), the database is asked which orders it stored: those are kept; if none
+        was and the pooled connection had died (a database restart), the insert is tried
+        once more rather than answering 503."""
         new = [(t.order_id, t.request, t.work.token) for t in _named(group)]
         keys = [t.key for t in group]
         owners = [t.owner for t in group]
         try:
             events = self.store.create_many(new, keys, self.key_ttl_s, owners)
         except DBAPIError as exc:
+            if not _outcome_unknown(exc):
+                raise
+            stored = self._stored_after_all(group, exc)
+            if stored:  # committed after all: only the answer was lost
+                log.warning("commit outcome unknown; the orders were stored",
+                            extra={"orders": len(stored), "error": str(exc)[:300]})
+                for t in group:
+                    t.event = stored.get(t.order_id)
+                    if t.event is None and t.key is None:  # not stored, and no key to explain why
+                        t.finish(error=ServiceUnavailable(_DB_UNAVAILABLE))
+                return
             if not exc.connection_invalidated:
                 raise
             events = self.store.create_many(new, keys, self.key_ttl_s, owners)
         for t, event in zip(group, events):
             t.event = event
+
+    def _stored_after_all(self, group: list[_Ticket], exc: BaseException) -> dict[str, Event]:
+        """The `pending` events of the group's orders that the database has, after a commit
+        whose outcome is unknown; raises (-> 503 for all) when it cannot be asked."""
+        ids = [t.order_id for t in group]
+        for attempt in range(UNKNOWN_COMMIT_TRIES):
+            try:
+                return self.store.first_events(ids)
+            except SQLAlchemyError as again:
+                if attempt + 1 == UNKNOWN_COMMIT_TRIES:
+                    log.error("commit outcome unknown and the database cannot be asked: answering 503, "
+                              "though these orders may be stored (and will then run)",
+                              extra={"order_ids": ids[:50], "orders": len(ids), "error": str(exc)[:300]})
+                    raise again
+                time.sleep(UNKNOWN_COMMIT_PAUSE_S * (attempt + 1))
+        return {}
 
     def _finish_keys(self, live: list[_Ticket]) -> None:
         """The keys of orders now live give their answer to retries from now on (until
@@ -344,6 +422,13 @@ class Intake:
         return live
 
 
+def _outcome_unknown(exc: DBAPIError) -> bool:
+    """The connection failed with the statement (or its COMMIT) possibly on the server:
+    it may have been applied. (An error the server answered, such as a unique key
+    violation, is an IntegrityError/ProgrammingError: then it surely was not.)"""
+    return exc.connection_invalidated or isinstance(exc, (OperationalError, InterfaceError))
+
+
 def _named(group: list[_Ticket]) -> list[_Ticket]:
     """Give each order of the group its id and work token (random UUIDs, as uuid4 makes
     them) from ONE read of the OS's random source: os.urandom lets go of the GIL, and
@@ -358,9 +443,10 @@ def _named(group: list[_Ticket]) -> list[_Ticket]:
 
 
 def submit_order(runtime, request: OrderRequest, idempotency_key: str | None = None,
-                 caller: str = ANYONE) -> Accepted:
+                 caller: str = ANYONE, limit_key: str | None = None) -> Accepted:
     """Accept one order, `caller`'s (the owner: '' with AUTH=off), through the runtime's
     intake (see `Intake.submit`); with a key, a retry by the same caller gets the first
-    answer again and creates nothing (keys are per caller)."""
+    answer again and creates nothing (keys are per caller). With `limit_key`, it counts
+    against the caller's RATE_LIMIT_PER_MINUTE (RateLimited over it); a replay counts too."""
     key = IdempotencyKey.of(caller, idempotency_key, request) if idempotency_key is not None else None
-    return runtime.intake.submit(request, key, caller)
+    return runtime.intake.submit(request, key, limit_key, caller)

@@ -1,11 +1,66 @@
-"""Structured logs: one JSON object per line, with whatever `extra` a call gave."""
+"""Structured logs: one JSON object per line, with whatever `extra` a call gave.
+
+No secret is written to a log (SPEC §6): URLs are printed through `redact_url`,
+and as a last line of defence every line, ours and gunicorn's, goes through
+`redact`, which blanks `apiKey=` query values, `Bearer` tokens and the password
+of any `scheme://user:password@host` URL.
+"""
 from __future__ import annotations
 
 import json
 import logging
+import re
 import sys
+from urllib.parse import urlsplit, urlunsplit
 
 from orderengine.clock import iso, utcnow
+
+REDACTED = "***"
+_SECRETS = [
+    # ?apiKey=... / &api_key=... up to the next separator (a query, a JSON string, a log line)
+    (re.compile(r"(?i)(\bapi[_-]?key=)[^&\s\"'\\]+"), r"\1" + REDACTED),
+    # Authorization: Bearer <token>
+    (re.compile(r"(?i)(\bbearer\s+)[^\s\"'\\,;]+"), r"\1" + REDACTED),
+    # scheme://user:password@host (an empty user too: redis://:password@host)
+    # (a password may hold an unencoded "@": up to the last one before the path)
+    (re.compile(r"(://[^\s:/@\"'\\]*:)[^\s/\"'\\]*@"), r"\1" + REDACTED + "@"),
+]
+
+
+def redact(text: str) -> str:
+    """`text` with every secret this module knows how to spot blanked."""
+    for pattern, replacement in _SECRETS:
+        text = pattern.sub(replacement, text)
+    return text
+
+
+def redact_url(url: str | None) -> str | None:
+    """A URL fit to print: its password (if any) replaced by ***; the rest as given."""
+    if not url:
+        return url
+    try:
+        parts = urlsplit(url)
+        if parts.password is None:
+            return redact(url)
+        user = parts.username or ""
+        host = parts.netloc.rsplit("@", 1)[1]
+        return urlunsplit(parts._replace(netloc=f"{user}:{REDACTED}@{host}"))
+    except ValueError:  # not a URL urllib can read (a bad port, say): the patterns still apply
+        return redact(url)
+
+
+class RedactingFilter(logging.Filter):
+    """Rewrites a record's message (and its traceback) with secrets blanked; for handlers
+    whose formatter is not ours (gunicorn's error and access logs)."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        message = record.getMessage()
+        record.msg, record.args = redact(message), None
+        if record.exc_info and not record.exc_text:
+            record.exc_text = logging.Formatter().formatException(record.exc_info)
+        if record.exc_text:
+            record.exc_text = redact(record.exc_text)
+        return True
 
 _STANDARD = set(vars(logging.LogRecord("", 0, "", 0, "", None, None))) | {"message", "asctime", "taskName"}
 
@@ -17,7 +72,7 @@ class JsonFormatter(logging.Formatter):
         line.update({k: v for k, v in vars(record).items() if k not in _STANDARD})
         if record.exc_info:
             line["exc"] = self.formatException(record.exc_info)
-        return json.dumps(line, default=str)
+        return redact(json.dumps(line, default=str))
 
 
 def configure_logging(level: str = "INFO") -> None:
@@ -30,3 +85,22 @@ def configure_logging(level: str = "INFO") -> None:
     root.handlers[:] = [handler]
     root.setLevel(level)
     logging.getLogger("huey").setLevel(max(logging.WARNING, logging.getLevelName(level)))
+
+
+try:  # gunicorn is a dependency of the API, not of every use of this module
+    from gunicorn.glogging import Logger as _GunicornLogger
+except ImportError:  # pragma: no cover
+    _GunicornLogger = None
+
+if _GunicornLogger is not None:
+    class RedactingGunicornLogger(_GunicornLogger):
+        """gunicorn's logger (`logger_class` in gunicorn.conf.py and `orderengine serve`) with
+        every line through `redact`: its error log prints a failing request's URI, and an
+        access log would print every query string (?apiKey=...)."""
+
+        def setup(self, cfg) -> None:
+            super().setup(cfg)
+            for logger in (self.error_log, self.access_log):
+                for handler in logger.handlers:
+                    if not any(isinstance(f, RedactingFilter) for f in handler.filters):
+                        handler.addFilter(RedactingFilter())

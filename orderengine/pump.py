@@ -21,6 +21,7 @@ import threading
 import time
 from typing import Callable
 
+from orderengine.clock import after_ms
 from orderengine.execution import Held, OrderExecutor
 from orderengine.store import OrderStore
 
@@ -154,7 +155,10 @@ class Pump:
             self._next_claim = self._last_claim + BUSY_RECHECK_S
             return []
         try:
-            rows = self.store.claim_due(self.worker_id, CLAIM_BATCH)
+            # an order whose transaction may be out on a venue not loaded here is left to a
+            # worker that has it, until that venue's validity window has passed (execution.py)
+            rows = self.store.claim_due(self.worker_id, CLAIM_BATCH, venues=self.executor.venue_names,
+                                        unloaded_since=after_ms(-self.executor.unloaded_window_s * 1000))
         except Exception as exc:  # the database is away: look again shortly
             log.warning("claiming due orders failed", extra={"error": str(exc)})
             self._next_claim = self._clock() + DB_RETRY_S
@@ -183,5 +187,6 @@ class Pump:
         before = {h.id: h for h in orders}
         fresh = [Held.of(r) for r in rows]
         for held in fresh:  # what the executor learnt about the order stays with it
-            held.failures, held.alone = before[held.id].failures, before[held.id].alone
+            old = before[held.id]
+            held.failures, held.last_failure, held.alone = old.failures, old.last_failure, old.alone
         return fresh

@@ -3,20 +3,26 @@
 Quotes are fetched in parallel on this module's own I/O threads, each with a
 timeout, so a slow or broken venue is left out of the decision (which says
 why) instead of failing it, and the worker thread that asked is free at once:
-waiting for quotes is not work.
+waiting for quotes is not work. Each venue lends its quotes a bounded number of
+threads (calls.py): one that hangs holds those and no more, and while they are
+all stuck its quotes fail at once (VENUE_TIMEOUT) instead of queueing. Whatever
+a venue raises or answers, the decision gets one outcome per venue: a quote, or
+the reason there is none.
 """
 from __future__ import annotations
 
 import asyncio
 import logging
 import threading
-from concurrent.futures import Future, ThreadPoolExecutor
+from concurrent.futures import Future
 from dataclasses import dataclass
 from decimal import ROUND_DOWN, Decimal
 from typing import Any, Callable, Mapping
 
+from orderengine import metrics
 from orderengine.amounts import decimal_str
-from orderengine.errors import EngineError, InsufficientLiquidity, NoRoute
+from orderengine.calls import VenueCalls
+from orderengine.errors import EngineError, InsufficientLiquidity, NoRoute, VenueTimeout
 from orderengine.tokens import Token
 from orderengine.venue import Quote, QuoteRequest, Venue
 
@@ -101,15 +107,33 @@ def _failed(name: str, exc: BaseException) -> QuoteOutcome:
     return QuoteOutcome(name, error_code="VENUE_ERROR", error_message=f"{type(exc).__name__}: {exc}")
 
 
+def _outcome(name: str, answer: Any) -> QuoteOutcome:
+    """One answer of a venue's `quotes`: a usable Quote, or why it is not one (an error it
+    returned, or an answer that breaks the contract: left out, never trusted)."""
+    if isinstance(answer, BaseException):
+        return _failed(name, answer)
+    if not isinstance(answer, Quote):
+        return QuoteOutcome(name, error_code="VENUE_ERROR",
+                            error_message=f"the venue answered {type(answer).__name__}, not a Quote")
+    try:
+        if not (isinstance(answer.amount_out, Decimal) and isinstance(answer.fee, Decimal)
+                and answer.amount_out.is_finite() and answer.fee.is_finite()):
+            raise TypeError("amounts must be finite Decimals")
+        net_out(answer)
+    except Exception as exc:  # noqa: BLE001 - whatever is wrong with it, it is left out
+        return QuoteOutcome(name, error_code="VENUE_ERROR", error_message=f"a malformed quote: {exc}")
+    return QuoteOutcome(name, quote=answer)
+
+
 class QuoteFetcher:
     """Fetches quotes from every venue at once, on its own threads."""
 
     def __init__(self, venues: Mapping[str, Venue], timeout_s: float, io_threads: int = 16) -> None:
         self.venues = venues
         self.timeout_s = timeout_s
-        # threads of its own per venue: one that hangs cannot starve the others' quotes
-        self._pools = {name: ThreadPoolExecutor(max_workers=io_threads, thread_name_prefix=f"quote-{name}")
-                       for name in venues}
+        # threads of its own per venue, a bounded number: one that hangs cannot starve the
+        # others' quotes, nor pile up calls behind its stuck ones
+        self._calls = {name: VenueCalls(name, io_threads, timeout_s, kind="quote") for name in venues}
         self._loop = asyncio.new_event_loop()
         self._thread = threading.Thread(target=self._loop.run_forever, name="quote-loop", daemon=True)
         self._thread.start()
@@ -147,21 +171,23 @@ class QuoteFetcher:
         size = max(1, venue.max_batch)
         chunks = [requests[i:i + size] for i in range(0, len(requests), size)]
         answers = await asyncio.gather(*(self._chunk(name, venue, c) for c in chunks))
-        return [outcome for chunk in answers for outcome in chunk]
+        outcomes = [outcome for chunk in answers for outcome in chunk]
+        metrics.quotes_fetched(name, outcomes)
+        return outcomes
 
     async def _chunk(self, name: str, venue: Venue, requests: list[QuoteRequest]) -> list[QuoteOutcome]:
-        call = self._loop.run_in_executor(self._pools[name], venue.quotes, requests)
         try:
+            call = asyncio.wrap_future(self._calls[name].submit(venue.quotes, requests))
             answers = await asyncio.wait_for(call, self.timeout_s)
         except asyncio.TimeoutError:
-            return [QuoteOutcome(name, error_code="VENUE_TIMEOUT",
+            return [QuoteOutcome(name, error_code=VenueTimeout.code,
                                  error_message=f"no quote within {int(self.timeout_s * 1000)} ms")] * len(requests)
         except Exception as exc:  # the whole call failed (or a plugin's bug): no quote from it
             return [_failed(name, exc)] * len(requests)
-        if len(answers) != len(requests):
+        if not isinstance(answers, (list, tuple)) or len(answers) != len(requests):
             return [QuoteOutcome(name, error_code="VENUE_ERROR",
                                  error_message="the venue answered a different number of quotes")] * len(requests)
-        return [_failed(name, a) if isinstance(a, Exception) else QuoteOutcome(name, quote=a) for a in answers]
+        return [_outcome(name, a) for a in answers]
 
     def fetch_now(self, token_in: Token, token_out: Token, amount_in: Decimal) -> list[QuoteOutcome]:
         """One swap's quotes from every venue, waiting for them (one per venue, by name)."""
@@ -179,5 +205,5 @@ class QuoteFetcher:
         except Exception:  # the loop is already gone
             pass
         self._loop.call_soon_threadsafe(self._loop.stop)
-        for pool in self._pools.values():
-            pool.shutdown(wait=False, cancel_futures=True)
+        for calls in self._calls.values():
+            calls.close()

@@ -13,15 +13,19 @@ from typing import Any
 
 import redis
 
+from orderengine.admission import QueueCap, RateLimit
 from orderengine.bus import create_bus
+from orderengine.metrics import measured_venues
 from orderengine.config import Settings
 from orderengine.db import create_db_engine, ping
+from orderengine import failpoints
 from orderengine.execution import OrderExecutor, new_worker_id
 from orderengine.intake import Intake
 from orderengine.plugins import VenueRegistry, load_venues
 from orderengine.pump import Pump
 from orderengine.queue import PRIORITY_IN_FLIGHT, PRIORITY_NEW_ORDER, build_huey
 from orderengine.routing import QuoteFetcher
+from orderengine.socketslots import SocketSlots
 from orderengine.store import OrderStore
 from orderengine.sweeper import Sweeper
 from orderengine.throttle import build_throttle
@@ -29,19 +33,41 @@ from orderengine.upkeep import VenueUpkeep
 
 log = logging.getLogger(__name__)
 
+REDIS_CONNECT_TIMEOUT_S = 2
+REDIS_SOCKET_TIMEOUT_S = 5    # any Redis command; longer than every blocking wait we issue (1 s)
+REDIS_POOL_SIZE = 200         # connections one process may hold; more wait for one to come back
+REDIS_HEALTH_CHECK_S = 15     # a connection idle this long is PINGed before it is used
+
 
 class Runtime:
     def __init__(self, settings: Settings, redis_client: Any = None,
                  registry: VenueRegistry | None = None) -> None:
         self.settings = settings
-        self.engine = create_db_engine(settings.database_url, pool_size=settings.worker_concurrency + 5)
+        failpoints.arm(dict(settings.failpoints))  # a test facility: none unless ORDERENGINE_FAILPOINTS
+        self.engine = create_db_engine(settings.database_url, pool_size=settings.worker_concurrency + 5,
+                                       connect_timeout_s=settings.db_connect_timeout_s,
+                                       statement_timeout_ms=settings.db_statement_timeout_ms)
         if redis_client is None and settings.redis_url:
-            redis_client = redis.Redis.from_url(settings.redis_url, socket_connect_timeout=2,
-                                                socket_timeout=5, health_check_interval=15)
+            # every call out has a time limit: this pool is shared by the bus (whose pub/sub
+            # reader waits 1 s at a time, inside the limit) and by Huey (blocking pops of 1 s).
+            # A blocking pool: under gevent a burst of socket handshakes wants more connections
+            # at once than the pool holds; they wait their turn (up to the command limit)
+            # instead of failing with MaxConnectionsError.
+            pool = redis.BlockingConnectionPool.from_url(
+                settings.redis_url, max_connections=REDIS_POOL_SIZE, timeout=REDIS_SOCKET_TIMEOUT_S,
+                socket_connect_timeout=REDIS_CONNECT_TIMEOUT_S, socket_timeout=REDIS_SOCKET_TIMEOUT_S,
+                health_check_interval=REDIS_HEALTH_CHECK_S)
+            redis_client = redis.Redis(connection_pool=pool)
         self.redis = redis_client
         self.bus = create_bus(redis_client)
         self.store = OrderStore(self.engine, self.bus)
-        self.intake = Intake(self.store, self.queue_new_orders, key_ttl_s=settings.idempotency_ttl_s)  # new orders: group commit
+        # SPEC §6: how many orders per caller, how many waiting, how many sockets
+        self.rate_limit = RateLimit(settings.rate_limit_per_minute, redis_client, settings.redis_url)
+        self.queue_cap = QueueCap(self.engine, settings.max_queued_orders)
+        self.socket_slots = SocketSlots(settings.max_sockets_per_process, settings.max_sockets_per_key,
+                                        redis_client)
+        self.intake = Intake(self.store, self.queue_new_orders, key_ttl_s=settings.idempotency_ttl_s,
+                             queue_cap=self.queue_cap, rate_limit=self.rate_limit)  # group commit
         self.huey = build_huey(redis_client)
         self.registry = registry if registry is not None else load_venues(settings)
         self._wake = self.huey.task(name="wake", retries=0)(self._run_wake)
@@ -69,18 +95,22 @@ class Runtime:
             worker.pump.wake()
 
     def health(self) -> dict[str, dict[str, Any]]:
+        """Each check's outcome. A failing check is named, never explained: an exception's
+        text can carry a host, a user or worse (SPEC §6); the log has its class."""
         checks: dict[str, dict[str, Any]] = {}
         try:
             ping(self.engine)
             checks["database"] = {"ok": True}
         except Exception as exc:
-            checks["database"] = {"ok": False, "error": _short(exc)}
+            log.warning("health check failed", extra={"check": "database", "error": type(exc).__name__})
+            checks["database"] = {"ok": False}
         if self.redis is not None:
             try:
                 self.redis.ping()
                 checks["redis"] = {"ok": True}
             except Exception as exc:
-                checks["redis"] = {"ok": False, "error": _short(exc)}
+                log.warning("health check failed", extra={"check": "redis", "error": type(exc).__name__})
+                checks["redis"] = {"ok": False}
         checks["venues"] = {"ok": bool(self.venues), "loaded": sorted(self.venues),
                             "failed": dict(self.registry.failures)}
         return checks
@@ -114,8 +144,9 @@ class WorkerServices:
     def __init__(self, runtime: Runtime) -> None:
         s = runtime.settings
         self.worker_id = new_worker_id()
-        self.fetcher = QuoteFetcher(runtime.venues, timeout_s=s.quote_timeout_ms / 1000)
-        self.executor = OrderExecutor(s, runtime.store, runtime.venues, self.fetcher,
+        venues = measured_venues(runtime.venues)  # every call timed, every error counted
+        self.fetcher = QuoteFetcher(venues, timeout_s=s.quote_timeout_ms / 1000)
+        self.executor = OrderExecutor(s, runtime.store, venues, self.fetcher,
                                       build_throttle(s.max_orders_per_minute, runtime.redis),
                                       self._later, self.worker_id)
         self.pump = Pump(runtime.store, self.executor, self.worker_id)
@@ -141,6 +172,3 @@ class WorkerServices:
         self.sweeper.stop(hand_back=hand_back)
         log.info("worker stopped", extra={"worker_id": self.worker_id})
 
-
-def _short(exc: Exception) -> str:
-    return f"{type(exc).__name__}: {str(exc)[:200]}"

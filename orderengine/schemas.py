@@ -140,9 +140,16 @@ def _canonical(amount: Decimal) -> Decimal:
     return Decimal((sign, tuple(digits), exponent))
 
 
-def _no_control_chars(value: str) -> None:
-    if any(unicodedata.category(ch) in ("Cc", "Cs") for ch in value):
-        raise marshmallow.ValidationError("Must not contain control characters or lone surrogates.")
+def _printable_text(value: str) -> None:
+    """A client's identifier is printable text in NFC: no control or format characters (a
+    right-to-left override would make one id look like another), no lone surrogates, and
+    one spelling per string (two normalizations of one text would be two ids)."""
+    if not value.isprintable():
+        raise marshmallow.ValidationError(
+            "Must be printable text: no control characters, format characters (such as direction "
+            "marks), lone surrogates or line breaks.")
+    if not unicodedata.is_normalized("NFC", value):
+        raise marshmallow.ValidationError("Must be in Unicode normalization form NFC.")
 
 
 def _order_type(value: str) -> None:
@@ -165,7 +172,7 @@ class OrderRequestSchema(marshmallow.Schema):
                                 error=f"Must be between 0 and {MAX_SLIPPAGE_BPS} basis points."))
     client_order_id = fields.String(
         allow_none=True, load_default=None, data_key="clientOrderId",
-        validate=[validate.Length(1, CLIENT_ORDER_ID_MAX), _no_control_chars])
+        validate=[validate.Length(1, CLIENT_ORDER_ID_MAX), _printable_text])
 
     # Cross-field checks run even when other fields failed, so one answer lists every problem.
     @validates_schema(skip_on_field_errors=False)
@@ -189,6 +196,46 @@ class OrderRequestSchema(marshmallow.Schema):
 
 
 _ORDER_SCHEMA = OrderRequestSchema()
+
+
+class NotJson(ValueError):
+    """The text is not JSON (or not UTF-8)."""
+
+
+#: a JSON integer longer than this is refused before Python turns it into an int
+MAX_INT_CHARS = 4000
+
+
+def parse_json(raw: str | bytes) -> Any:
+    """A client's JSON with exact numbers (Decimal, never float). NotJson when it is not
+    JSON; ValidationError for an object with a key twice (a trading API must not pick one
+    of two amounts silently) or an integer too long to be an amount."""
+    try:
+        text = raw.decode("utf-8") if isinstance(raw, bytes) else raw
+        return json.loads(text, parse_float=Decimal, parse_int=_parse_int, object_pairs_hook=_unique_keys)
+    except _Refused as exc:
+        raise ValidationError("The request is not valid.", fields={"_schema": [str(exc)]}) from None
+    except (UnicodeDecodeError, ValueError, RecursionError) as exc:
+        raise NotJson(str(exc).split("\n")[0][:120]) from None
+
+
+class _Refused(ValueError):
+    pass
+
+
+def _parse_int(text: str) -> int:
+    if len(text) > MAX_INT_CHARS:
+        raise _Refused("A number in the body is too long.")
+    return int(text)
+
+
+def _unique_keys(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
+    out = dict(pairs)
+    if len(out) != len(pairs):
+        seen: set[str] = set()
+        twice = next(k for k, _ in pairs if k in seen or seen.add(k))
+        raise _Refused(f"Duplicate key '{_echo(twice)}': send each field once.")
+    return out
 
 
 def parse_order_request(payload: object) -> OrderRequest:

@@ -23,9 +23,10 @@ class EmbeddedServer(BaseApplication):
         s = self.settings
         for key, value in {
             "bind": f"{s.host}:{s.port}", "workers": 1, "worker_class": "gthread",
-            "threads": s.web_threads, "worker_connections": 4096, "graceful_timeout": 15,
+            # a WebSocket holds a thread: MAX_SOCKETS_PER_PROCESS of them, and HTTP keeps WEB_THREADS
+            "threads": s.max_sockets_per_process + s.web_threads, "worker_connections": 4096, "graceful_timeout": 15,
             "timeout": 60, "accesslog": None, "loglevel": s.log_level.lower(),
-            "control_socket_disable": True,
+            "control_socket_disable": True, "logger_class": "orderengine.logs.RedactingGunicornLogger",
             "post_worker_init": _start_worker, "worker_exit": _stop_worker,
         }.items():
             self.cfg.set(key, value)

@@ -26,6 +26,7 @@ from orderengine.clock import iso, utcnow
 from orderengine.db import writing
 from orderengine.errors import NotCancellable, OrderNotFound, ServiceUnavailable
 from orderengine.events import Event
+from orderengine import metrics
 from orderengine.lifecycle import ACTIVE, TERMINAL, Status, check_transition
 from orderengine.models import UTCDateTime, idempotency_keys, order_events, orders, workers
 from orderengine.schemas import OrderRequest
@@ -110,6 +111,8 @@ class Change:
 CANCEL_ROUNDS = 5  # a cancel re-reads the order this often while workers move it on
 _ACTIVE_VALUES = sorted(s.value for s in ACTIVE)
 _NOT_YET_SENT = sorted(s.value for s in (Status.PENDING, Status.ROUTING, Status.RETRYING))
+_MAYBE_SENT = sorted(s.value for s in (Status.BUILDING, Status.SUBMITTED))
+_UNSUBMITTED = sorted([*_NOT_YET_SENT, Status.BUILDING.value])
 
 _SET_WORK = (sa.update(orders)
              # a terminal order has no token: the token alone says the order is still active
@@ -415,6 +418,7 @@ class OrderStore:
             events = [e for e in events if e.order_id in done]
             if events:
                 _insert_events(conn, events)
+        metrics.events_written(events)
         self.bus.publish_many(events)
         return events, stale
 
@@ -463,16 +467,26 @@ class OrderStore:
                 {"b_id": oid, "b_token": token, "v_token": w.token, "v_owner": w.owner, "v_due": w.due_at}
                 for oid, token, w in items]).rowcount
 
-    def claim_due(self, owner: str, limit: int, now: dt.datetime | None = None) -> list[Any]:
+    def claim_due(self, owner: str, limit: int, now: dt.datetime | None = None,
+                  venues: list[str] | None = None, unloaded_since: dt.datetime | None = None) -> list[Any]:
         """Take up to `limit` orders whose next step is due and that no worker holds,
         for `owner`, in one statement; their snapshots, earliest due first. On
         PostgreSQL rows another worker is claiming are skipped (SKIP LOCKED), so
-        workers never wait for each other and never take the same order."""
+        workers never wait for each other and never take the same order.
+        With `venues` (those loaded in the claiming worker): an order whose transaction
+        may be out (`building`, `submitted`) on another venue is left for a worker that has
+        it, unless it entered that status before `unloaded_since` (then anyone may end it)."""
         now = now or utcnow()
         due = (sa.select(orders.c.id)
                .where(orders.c.work_owner.is_(None), orders.c.work_due_at <= now,
                       orders.c.status.in_(_ACTIVE_VALUES))
                .order_by(orders.c.work_due_at).limit(limit))
+        if venues is not None:
+            elsewhere = [orders.c.status.in_(_MAYBE_SENT), orders.c.venue.is_not(None),
+                         orders.c.venue.not_in(list(venues))]
+            if unloaded_since is not None:
+                elsewhere.append(orders.c.updated_at > unloaded_since)
+            due = due.where(sa.not_(sa.and_(*elsewhere)))
         with self.writer.begin() as conn:
             if conn.dialect.name == "postgresql":
                 due = due.with_for_update(skip_locked=True)
@@ -490,6 +504,15 @@ class OrderStore:
             rows = conn.execute(sa.select(orders).where(orders.c.id.in_(list(tokens)),
                                                         orders.c.status.in_(_ACTIVE_VALUES))).all()
         return [r for r in rows if r.work_token == tokens[r.id]]
+
+    def first_events(self, order_ids: list[str]) -> dict[str, Event]:
+        """The `pending` event (seq 1) of each of these orders that is stored, by id: which
+        orders a commit whose answer was lost did store."""
+        if not order_ids:
+            return {}
+        query = sa.select(order_events).where(order_events.c.order_id.in_(order_ids), order_events.c.seq == 1)
+        with self.engine.connect() as conn:
+            return {r.order_id: Event.from_row(r) for r in conn.execute(query)}
 
     def last_events(self, order_ids: list[str], status: Status) -> dict[str, Event]:
         """Each order's latest event with `status`, in one query."""
@@ -517,6 +540,7 @@ class OrderStore:
             applied, _ = self.transition_many([Change(order_id, row.work_token, Version.of(row),
                                                       Status.CANCELLED, {"reason": reason})])
             if applied:
+                metrics.order_moved(row.created_at, applied[0])
                 return self.require(order_id, owner)
         raise ServiceUnavailable("The order kept changing while it was being cancelled; try again.")
 
@@ -572,6 +596,13 @@ class OrderStore:
                  .limit(limit))
         with self.engine.connect() as conn:
             return conn.execute(query).all()
+
+    def count_unsubmitted(self) -> int:
+        """Accepted orders not yet submitted to a venue (pending, routing, building, retrying):
+        one count on the status index."""
+        with self.engine.connect() as conn:
+            return conn.execute(sa.select(sa.func.count()).select_from(orders)
+                                .where(orders.c.status.in_(_UNSUBMITTED))).scalar_one()
 
     def release(self, owner: str) -> int:
         """Hand every order `owner` holds back to whoever claims next (graceful stop)."""

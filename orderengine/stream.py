@@ -12,14 +12,15 @@ from __future__ import annotations
 
 import json
 import logging
-from decimal import Decimal
 from typing import Any, Callable
 
 from orderengine.auth import OrderOwners
 from orderengine.bus import RESYNC, Subscription
 from orderengine.errors import EngineError, ServiceUnavailable, ValidationError
 from orderengine.events import Event
-from orderengine.schemas import parse_events_since, parse_idempotency_key, parse_order_id, parse_order_request
+from orderengine.schemas import (
+    NotJson, parse_events_since, parse_idempotency_key, parse_json, parse_order_id, parse_order_request,
+)
 from orderengine.streaming import EventRelay
 
 log = logging.getLogger(__name__)
@@ -191,8 +192,8 @@ class StreamSession:
 
 def _decode(raw: str | bytes) -> dict[str, Any]:
     try:
-        message = json.loads(raw, parse_float=Decimal)
-    except (ValueError, UnicodeDecodeError, RecursionError):
+        message = parse_json(raw)  # exact numbers, no key twice, as a POST body
+    except NotJson:
         raise ValidationError("The message is not valid JSON.") from None
     if not isinstance(message, dict):
         raise ValidationError("A message is a JSON object with an \"action\".")

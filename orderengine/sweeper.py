@@ -7,9 +7,15 @@ An order a worker holds names that worker; each worker process beats a heartbeat
 row while its pump runs. The sweep, run by every worker at start and every few
 seconds, releases the orders of a worker that stopped beating: it swaps their work
 token, so the old holder, if it was only slow, can no longer write to them.
+
+Liveness is on one clock, the database's: a heartbeat is stamped with the
+database's time and judged against the database's time, so hosts whose clocks
+disagree by any amount judge each other right. The heartbeat has a thread of its
+own: a sweep slowed by a busy database cannot make a healthy worker look dead.
 """
 from __future__ import annotations
 
+import datetime as dt
 import logging
 import os
 import socket
@@ -18,8 +24,9 @@ from typing import Callable
 
 import sqlalchemy as sa
 
-from orderengine.clock import after_ms, utcnow
+from orderengine.clock import utcnow
 from orderengine.config import Settings
+from orderengine.db import database_now
 from orderengine.models import orders, workers
 from orderengine.store import OrderStore, new_token
 
@@ -43,7 +50,7 @@ class Sweeper:
         self.wake_others = wake_others or wake
         self.alive = alive
         self._stop = threading.Event()
-        self._thread: threading.Thread | None = None
+        self._threads: list[threading.Thread] = []
 
     # --- lifecycle -------------------------------------------------------------
 
@@ -51,24 +58,38 @@ class Sweeper:
         self.beat()
         self.forget_dead_local_workers()
         self.sweep()
-        self._thread = threading.Thread(target=self._loop, name="sweeper", daemon=True)
-        self._thread.start()
+        self._threads = [threading.Thread(target=self._beat_loop, name="heartbeat", daemon=True),
+                         threading.Thread(target=self._loop, name="sweeper", daemon=True)]
+        for thread in self._threads:
+            thread.start()
 
     def stop(self, hand_back: bool = True) -> None:
         self._stop.set()
-        if self._thread:
-            self._thread.join(timeout=5)
+        for thread in self._threads:
+            thread.join(timeout=5)
         if hand_back:
             self.hand_back()
         with self.engine.begin() as conn:
             conn.execute(sa.delete(workers).where(workers.c.id == self.worker_id))
 
+    @property
+    def beat_interval_s(self) -> float:
+        """Often enough that three beats in a row can fail before the others judge us dead."""
+        return min(self.settings.sweep_interval_ms, self.settings.worker_dead_after_ms / 4) / 1000
+
+    def _beat_loop(self) -> None:
+        while not self._stop.wait(self.beat_interval_s):
+            if not self.alive():  # a worker whose pump died must look dead to the others
+                continue
+            try:
+                self.beat()
+            except Exception as exc:  # the database may be away; beat again next round
+                log.warning("heartbeat failed", extra={"error": str(exc)})
+
     def _loop(self) -> None:
         interval = self.settings.sweep_interval_ms / 1000
         while not self._stop.wait(interval):
             try:
-                if self.alive():  # a worker whose pump died must look dead to the others
-                    self.beat()
                 self.sweep()
                 self.store.purge_idempotency_keys()
             except Exception as exc:  # the database may be away; try again next round
@@ -77,8 +98,9 @@ class Sweeper:
     # --- the pieces --------------------------------------------------------------
 
     def beat(self) -> None:
-        now = utcnow()
+        """Stamp this worker's heartbeat with the database's time."""
         with self.engine.begin() as conn:
+            now = database_now(conn)
             done = conn.execute(sa.update(workers).where(workers.c.id == self.worker_id)
                                 .values(last_seen=now)).rowcount
             if not done:
@@ -99,13 +121,17 @@ class Sweeper:
 
     def sweep(self) -> int:
         """Release the orders of workers whose heartbeat stopped more than
-        WORKER_DEAD_AFTER_MS ago, each under a new token and due now; how many."""
-        now = utcnow()
-        stalled = self.store.orders_needing_work(dead_before=after_ms(-self.settings.worker_dead_after_ms, now))
+        WORKER_DEAD_AFTER_MS ago by the database's clock, each under a new token and due
+        now (the database's now); how many."""
+        with self.engine.connect() as conn:
+            now = database_now(conn)
+        stalled = self.store.orders_needing_work(
+            dead_before=now - dt.timedelta(milliseconds=self.settings.worker_dead_after_ms))
         if not stalled:
             return 0
         with self.engine.begin() as conn:
-            taken = conn.execute(_TAKE_OVER, [{"b_id": oid, "b_token": token, "v_token": new_token(), "v_due": now}
+            due = min(now, utcnow())  # due by the database's clock and by this host's
+            taken = conn.execute(_TAKE_OVER, [{"b_id": oid, "b_token": token, "v_token": new_token(), "v_due": due}
                                               for oid, token in stalled]).rowcount
         log.warning("took over orders of a worker that stopped", extra={
             "orders": taken, "order_ids": [oid for oid, _ in stalled][:20]})

@@ -19,7 +19,7 @@ from typing import Mapping, Sequence
 
 from orderengine.errors import (  # noqa: F401  (re-exported for plugin authors)
     ExecutionError, InsufficientLiquidity, NoRoute, SlippageExceeded,
-    TransactionFailed, VenueUnavailable,
+    TransactionFailed, VenueTimeout, VenueUnavailable,
 )
 from orderengine.tokens import Token  # noqa: F401
 
@@ -102,7 +102,12 @@ class TxStatus:
 
 class Venue(abc.ABC):
     """A DEX the engine can route to. Methods may block (network round trips);
-    the engine calls them from its own I/O threads with a timeout."""
+    the engine calls them from its own I/O threads with a time limit: quotes
+    QUOTE_TIMEOUT_MS, execute/status/lookup and their batch forms
+    VENUE_CALL_TIMEOUT_MS, on a bounded number of threads per venue. A call that
+    outlives its limit is abandoned (its thread is not reused until it returns),
+    and while every thread lent to a venue waits, further calls fail at once with
+    VENUE_TIMEOUT: a hung venue costs a bounded number of threads, never a queue."""
 
     name: str = "venue"
     #: what the venue can do, for clients and operators to read (GET /api/venues):
@@ -111,6 +116,10 @@ class Venue(abc.ABC):
     #: how long a sent transaction usually takes to settle; the engine waits
     #: about this long before it first asks for the status.
     confirmation_hint_ms: int = 0
+    #: how long after it was sent a transaction can still land (Solana: a blockhash is
+    #: good for ~150 slots, about 60-90 s). A transaction the venue still calls UNKNOWN
+    #: after this, on a last `lookup`, has been dropped: the order fails TX_DROPPED.
+    validity_window_s: float = 90.0
 
     @abc.abstractmethod
     def pools(self) -> list[PoolInfo]:

@@ -11,6 +11,7 @@ import logging
 
 from huey.consumer import Consumer
 
+from orderengine.metrics import serve_worker_metrics
 from orderengine.runtime import Runtime
 
 log = logging.getLogger(__name__)
@@ -27,11 +28,14 @@ def consumer_options(runtime: Runtime) -> dict:
 
 def run_worker(runtime: Runtime) -> None:
     consumer = Consumer(runtime.huey, graceful_signal="TERM", **consumer_options(runtime))
+    exporter = serve_worker_metrics(runtime.settings)  # METRICS_PORT; raises if it cannot listen
     runtime.start_worker()
     try:
         consumer.run()
     finally:
         runtime.close()
+        if exporter is not None:
+            exporter.shutdown()
 
 
 class _QuietConsumer(Consumer):

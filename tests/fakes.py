@@ -118,3 +118,76 @@ class FakeVenue(Venue):
 
 def registry_of(*venues: Venue) -> VenueRegistry:
     return VenueRegistry(venues={v.name: v for v in venues})
+
+
+class BrokenSends(FakeVenue):
+    """Its `execute` always raises `error` without sending anything; remembers when it was called."""
+
+    def __init__(self, *args, error: Exception | None = None, **kwargs) -> None:
+        super().__init__(*args, **kwargs)
+        self.error = error or ConnectionError("connection reset while sending")
+        self.send_times: list[float] = []
+
+    def execute(self, swap: SwapRequest, client_tx_id: str) -> str:
+        with self.lock:
+            self.executions += 1
+            self.send_times.append(time.monotonic())
+        raise self.error
+
+
+class ForgetfulVenue(FakeVenue):
+    """Takes every send and gives a signature, then never knows of it again (status and
+    lookup say UNKNOWN): a transaction dropped before it landed. Remembers its lookups."""
+
+    def __init__(self, *args, **kwargs) -> None:
+        super().__init__(*args, **kwargs)
+        self.lookup_times: list[datetime] = []
+
+    def execute(self, swap: SwapRequest, client_tx_id: str) -> str:
+        with self.lock:
+            self.executions += 1
+        return f"sig-{client_tx_id}"
+
+    def status(self, signature: str) -> TxStatus:
+        return TxStatus(TxState.UNKNOWN, signature)
+
+    def lookup(self, client_tx_id: str) -> TxStatus:
+        self.lookup_times.append(datetime.now(timezone.utc))
+        return TxStatus(TxState.UNKNOWN)
+
+
+class HungVenue(FakeVenue):
+    """Its execute, status and lookup (and quote, with `hang_quotes`) block until `release`
+    is set: a venue whose network hangs. Counts the calls stuck in it right now."""
+
+    def __init__(self, *args, hang_quotes: bool = False, **kwargs) -> None:
+        super().__init__(*args, **kwargs)
+        self.release = threading.Event()
+        self.hang_quotes = hang_quotes
+        self.stuck = 0
+        self.most_stuck = 0
+
+    def _hang(self) -> None:
+        with self.lock:
+            self.stuck += 1
+            self.most_stuck = max(self.most_stuck, self.stuck)
+        self.release.wait(30)
+        with self.lock:
+            self.stuck -= 1
+
+    def quote(self, token_in: Token, token_out: Token, amount_in: Decimal) -> Quote:
+        if self.hang_quotes:
+            self._hang()
+        return super().quote(token_in, token_out, amount_in)
+
+    def execute(self, swap: SwapRequest, client_tx_id: str) -> str:
+        self._hang()
+        return super().execute(swap, client_tx_id)
+
+    def status(self, signature: str) -> TxStatus:
+        self._hang()
+        return super().status(signature)
+
+    def lookup(self, client_tx_id: str) -> TxStatus:
+        self._hang()
+        return super().lookup(client_tx_id)

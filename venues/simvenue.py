@@ -43,6 +43,9 @@ class SimVenue(Venue):
     priced by the pure module `program`). `chain` is for tests that bring their own."""
 
     capabilities = frozenset({"swap_exact_in", "wrapped_sol"})
+    #: as on Solana (a blockhash is good for ~150 slots); the simulated chain keeps every
+    #: transaction it took, so it never calls a sent one UNKNOWN
+    validity_window_s = 90.0
     program_name: str
     program: ModuleType
     seeds: Sequence[PoolSeed] = ()

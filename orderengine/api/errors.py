@@ -30,7 +30,11 @@ def error_response(code: str, message: str, status: int, **extra):
 def register_error_handlers(app: Flask) -> None:
     @app.errorhandler(EngineError)
     def _engine_error(exc: EngineError):
-        return jsonify({"error": exc.to_dict()}), exc.http_status
+        response = jsonify({"error": exc.to_dict()})
+        retry_after = getattr(exc, "retry_after_s", None)
+        if retry_after is not None:  # 429 RATE_LIMITED, 503 OVERLOADED
+            response.headers["Retry-After"] = str(retry_after)
+        return response, exc.http_status
 
     @app.errorhandler(HTTPException)
     def _http_error(exc: HTTPException):
@@ -47,13 +51,15 @@ def register_error_handlers(app: Flask) -> None:
     @app.errorhandler(DBAPIError)
     @app.errorhandler(PoolTimeout)
     def _database_down(exc: Exception):
-        log.error("database unavailable", extra={"error": str(exc)[:300]})
+        # the driver's first line only: never the statement or its parameters (db.py hides
+        # them too), and the log filter redacts any URL credentials that slip through
+        log.error("database unavailable", extra={"error": _first_line(exc)})
         return error_response("SERVICE_UNAVAILABLE", "The database is not available.", 503)
 
     @app.errorhandler(Exception)
     def _unexpected(exc: Exception):
         if _is_redis_error(exc):
-            log.error("redis unavailable", extra={"error": str(exc)[:300]})
+            log.error("redis unavailable", extra={"error": _first_line(exc)})
             return error_response("SERVICE_UNAVAILABLE", "Redis is not available.", 503)
         log.exception("unhandled error")
         return error_response("INTERNAL_ERROR", "Something went wrong on our side.", 500)
@@ -65,3 +71,9 @@ def _is_redis_error(exc: Exception) -> bool:
     except ImportError:  # pragma: no cover
         return False
     return isinstance(exc, redis.RedisError)
+
+
+def _first_line(exc: Exception) -> str:
+    """`Class: first line of the message`, for a log line about a dependency that failed."""
+    orig = getattr(exc, "orig", None) or exc  # SQLAlchemy wraps the driver's error
+    return f"{type(orig).__name__}: {str(orig).splitlines()[0][:200] if str(orig) else ''}"

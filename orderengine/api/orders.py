@@ -1,18 +1,16 @@
 """/api/orders: submit a MARKET order, read its snapshot and its events."""
 from __future__ import annotations
 
-import json
-from decimal import Decimal
 from typing import Any
 
-from flask import Blueprint, current_app, jsonify, request
+from flask import Blueprint, current_app, g, jsonify, request
 
 from orderengine.auth import current_caller
-from orderengine.errors import UnsupportedMediaType, UpgradeRequired, ValidationError
+from orderengine.errors import UnsupportedMediaType, UpgradeRequired
 from orderengine.intake import submit_order
 from orderengine.schemas import (
-    encode_cursor, parse_events_since, parse_idempotency_key, parse_list_query, parse_order_id,
-    parse_order_request,
+    NotJson, encode_cursor, parse_events_since, parse_idempotency_key, parse_json, parse_list_query,
+    parse_order_id, parse_order_request,
 )
 from orderengine.store import snapshot
 
@@ -26,11 +24,19 @@ def runtime():
     return current_app.extensions["orderengine"]
 
 
+def limit_key() -> str:
+    """Whose limits this request counts against: the caller's API key when authentication
+    set one (`g.caller.limit_key`), otherwise the client's address."""
+    caller = getattr(g, "caller", None)
+    key = getattr(caller, "limit_key", None)
+    return key if key else f"addr:{request.remote_addr}"
+
+
 @bp.post("/execute")
 def execute():
     order = parse_order_request(_json_body())
     key = parse_idempotency_key(request.headers.get("Idempotency-Key"))
-    accepted = submit_order(runtime(), order, key, caller=current_caller().owner)
+    accepted = submit_order(runtime(), order, key, caller=current_caller().owner, limit_key=limit_key())
     response = jsonify({"orderId": accepted.order_id, "status": "pending"})
     response.status_code = 201
     response.headers["Location"] = f"/api/orders/{accepted.order_id}"
@@ -44,6 +50,12 @@ def execute_without_upgrade():
     """The WebSocket's address asked for over plain HTTP: say how to use it."""
     raise UpgradeRequired("GET /api/orders/execute is a WebSocket: connect with "
                           "ws://.../api/orders/execute?orderId=<id>[&since=N].")
+
+
+@bp.get("/stream")
+def stream_without_upgrade():
+    """The many-orders WebSocket asked for over plain HTTP (it is not an order id)."""
+    raise UpgradeRequired("GET /api/orders/stream is a WebSocket: connect with ws://.../api/orders/stream.")
 
 
 @bp.get("")
@@ -80,29 +92,12 @@ def get_events(order_id: str):
 
 
 def _json_body() -> Any:
-    """The body as JSON with exact numbers (Decimal, never float); a body that
-    is not JSON, or not sent as application/json, is a 415."""
+    """The body as JSON with exact numbers (`parse_json`); a body that is not JSON, or not
+    sent as application/json, is a 415; one with a key twice a 400."""
     if not request.is_json:
         raise UnsupportedMediaType("Send the order as JSON with Content-Type: application/json.")
     raw = request.get_data(cache=False)  # MAX_CONTENT_LENGTH makes an oversized body a 413
     try:
-        return json.loads(raw.decode("utf-8"), parse_float=Decimal, parse_int=_parse_int)
-    except (UnicodeDecodeError, ValueError, RecursionError) as exc:
-        if isinstance(exc, _NumberTooLong):
-            raise ValidationError("The order is not valid.",
-                                  fields={"_schema": ["A number in the body is too long."]}) from None
-        raise UnsupportedMediaType(f"The body is not valid JSON: {_brief(exc)}") from None
-
-
-class _NumberTooLong(ValueError):
-    pass
-
-
-def _parse_int(text: str) -> int:
-    if len(text) > 4000:
-        raise _NumberTooLong(text[:20])
-    return int(text)
-
-
-def _brief(exc: Exception) -> str:
-    return str(exc).split("\n")[0][:120]
+        return parse_json(raw)
+    except NotJson as exc:
+        raise UnsupportedMediaType(f"The body is not valid JSON: {exc}") from None

@@ -9,6 +9,7 @@ missing, unknown or revoked key the same with 4401 (see auth.py).
 """
 from __future__ import annotations
 
+import functools
 import json
 import logging
 import time
@@ -16,8 +17,12 @@ import time
 from flask import current_app, request
 from flask_sock import ConnectionClosed, Sock
 
+from orderengine import metrics
+from orderengine.api.orders import limit_key
 from orderengine.auth import current_caller, order_owners
-from orderengine.errors import EngineError, OrderNotFound, ServiceUnavailable, Unauthorized
+from orderengine.errors import (
+    EngineError, OrderNotFound, ServerBusy, ServiceUnavailable, TooManySockets, Unauthorized,
+)
 from orderengine.schemas import parse_events_since, parse_order_id
 from orderengine.intake import submit_order
 from orderengine.stream import StreamSession
@@ -38,7 +43,33 @@ MAX_MESSAGES_PER_ROUND = 100
 MAX_EVENTS_PER_ROUND = 1000
 
 
+def limited(route):
+    """The socket takes a slot of this process and of its caller before anything else, or
+    is refused at once: one error message, then close 1013 (this process is full) or 4429
+    (the caller is at MAX_SOCKETS_PER_KEY). The slot is given back when the socket ends."""
+    @functools.wraps(route)
+    def guarded(ws) -> None:
+        try:
+            current_caller()  # a socket whose key was refused takes no slot: 4401 at once
+        except Unauthorized as exc:
+            _close_with_error(ws, exc)
+            return
+        slots = current_app.extensions["orderengine"].socket_slots
+        try:
+            slot = slots.open(limit_key())
+        except (ServerBusy, TooManySockets) as exc:
+            _close_with_error(ws, exc, exc.close_code)
+            return
+        try:
+            route(ws)
+        finally:
+            slots.close(slot)
+    return guarded
+
+
 @sock.route("/api/orders/execute")
+@limited
+@metrics.counts_socket
 def order_socket(ws) -> None:
     runtime = current_app.extensions["orderengine"]
     try:
@@ -64,6 +95,8 @@ def order_socket(ws) -> None:
 
 
 @sock.route("/api/orders/stream")
+@limited
+@metrics.counts_socket
 def stream_socket(ws) -> None:
     """One socket, many orders: see orderengine/stream.py for the protocol."""
     runtime = current_app.extensions["orderengine"]
@@ -72,9 +105,11 @@ def stream_socket(ws) -> None:
     except Unauthorized as exc:
         _close_with_error(ws, exc)
         return
+    caller_limit_key = limit_key()
 
     def submit(order, idempotency_key):
-        return submit_order(runtime, order, idempotency_key, caller=caller.owner)
+        return submit_order(runtime, order, idempotency_key, caller=caller.owner,
+                            limit_key=caller_limit_key)
 
     try:
         with runtime.bus.open() as sub:

@@ -45,6 +45,10 @@ FAST = {
     "SWEEP_INTERVAL_MS": "500",
     "WORKER_DEAD_AFTER_MS": "3000",
     "WEB_THREADS": "1000",
+    # one client address sends every order and socket of a test: SPEC §6's limits are out of the
+    # way unless a test is about them (and sets them)
+    "RATE_LIMIT_PER_MINUTE": "1000000",
+    "MAX_SOCKETS_PER_KEY": "100000",
 }
 
 ORDER = {"type": "MARKET", "tokenIn": "SOL", "tokenOut": "USDC", "amountIn": "1", "slippageBps": 100}
@@ -165,9 +169,10 @@ class Harness:
             assert proc.running, f"worker exited with {proc.popen.returncode}:\n{proc.tail()}"
         return proc
 
-    def redis_server(self, port: int) -> Process:
+    def redis_server(self, port: int, *extra: str) -> Process:
+        """A private redis-server; `extra` arguments go on its command line (e.g. --requirepass PW)."""
         proc = self.start("redis", [REDIS_SERVER, "--port", str(port), "--bind", "127.0.0.1", "--save", "",
-                                    "--appendonly", "no", "--daemonize", "no"], dict(os.environ))
+                                    "--appendonly", "no", "--daemonize", "no", *extra], dict(os.environ))
         eventually(lambda: _tcp_open(port) or _exited(proc), 10, "redis-server did not start", proc)
         assert proc.running, proc.tail()
         return proc

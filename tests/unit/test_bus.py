@@ -49,10 +49,22 @@ def test_publishing_with_redis_down_does_not_raise():
     RedisBus(broken).publish(event())  # logged, not raised: the event is already committed
 
 
-def test_subscribers_are_told_to_resync_when_the_bus_reconnects():
-    bus = RedisBus(fakeredis.FakeRedis())
-    with bus.subscribe("o1") as sub:
-        bus._ready.clear()
-        bus.deliver_all(RESYNC)  # what the listener does after losing Redis
-        assert sub.get(timeout=1) is RESYNC
-    bus.close()
+def test_subscribers_are_told_to_resync_when_redis_goes_away_and_again_when_it_is_back():
+    server = fakeredis.FakeServer()
+    bus = RedisBus(fakeredis.FakeRedis(server=server), reconnect_delay=0.05)
+    try:
+        with bus.subscribe("o1") as sub:
+            assert bus.healthy()
+            server.connected = False      # the listener's next read fails, as on a Redis restart
+            assert sub.get(timeout=5) is RESYNC, "told nothing when live events stopped"
+            assert not bus.healthy()
+            bus.publish(event("o1", 1))   # lost: the subscriber re-reads the database
+
+            server.connected = True       # the listener subscribes again by itself
+            assert sub.get(timeout=5) is RESYNC, "told nothing when live events resumed"
+            assert bus.healthy()
+            bus.publish(event("o1", 2))
+            got = sub.get(timeout=5)
+            assert got is not RESYNC and got.seq == 2, "live events did not flow again"
+    finally:
+        bus.close()

@@ -55,8 +55,8 @@ def depends_on(service: dict) -> dict[str, str]:
     return {name: (spec or {}).get("condition", "service_started") for name, spec in deps.items()}
 
 
-def test_compose_defines_postgres_redis_migrate_api_and_worker(services):
-    assert set(services) == {"postgres", "redis", "migrate", "api", "worker"}
+def test_compose_defines_postgres_redis_migrate_api_worker_and_prometheus(services):
+    assert set(services) == {"postgres", "redis", "migrate", "api", "worker", "prometheus"}
     assert services["postgres"]["image"].split(":")[0] == "postgres"
     assert services["postgres"]["image"].split(":")[1].startswith("16")
     assert services["redis"]["image"].split(":")[0] == "redis"
@@ -157,6 +157,35 @@ def test_app_services_run_one_image_built_from_the_dockerfile_without_dev_tools(
     installs = [part.strip() for line in instructions if line.startswith("RUN ")
                 for part in line[4:].split("&&") if "pip install" in part]
     assert installs and not any("dev" in part for part in installs), installs
+
+
+def prometheus_config(service: dict) -> tuple[dict, str]:
+    """The Prometheus config the service mounts (parsed), and its path in the repository."""
+    mounts = dict(str(volume).rsplit(":", 2)[:2] for volume in service["volumes"])
+    source = {target: source for source, target in mounts.items()}["/etc/prometheus/prometheus.yml"]
+    return yaml.safe_load((REPO / source).read_text()), source
+
+
+def scrape_targets(config: dict) -> dict[str, tuple[int, str]]:
+    """service name -> (port, metrics path) of every DNS-discovered scrape target."""
+    targets = {}
+    for job in config["scrape_configs"]:
+        for sd in job.get("dns_sd_configs", []):
+            for name in sd["names"]:
+                targets[name] = (int(sd["port"]), job.get("metrics_path", "/metrics"))
+    return targets
+
+
+def test_prometheus_scrapes_the_api_on_its_port_and_every_worker_on_its_metrics_port(services):
+    config, source = prometheus_config(services["prometheus"])
+    assert services["prometheus"]["image"].split(":")[0] == "prom/prometheus"
+    assert source.startswith("./deploy/")
+    api, worker = (settings_from(environment(services[name])) for name in ("api", "worker"))
+    assert worker.metrics_port is not None and worker.host == "0.0.0.0"
+    assert scrape_targets(config) == {"api": (api.port, "/metrics"), "worker": (worker.metrics_port, "/metrics")}
+    for sd in (sd for job in config["scrape_configs"] for sd in job["dns_sd_configs"]):
+        assert sd["type"] == "A"  # one record per container: `--scale worker=3` is three targets
+    assert {"api", "worker"} <= set(depends_on(services["prometheus"]))
 
 
 def dockerfile_instructions() -> list[str]:

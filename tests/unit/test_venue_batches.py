@@ -143,3 +143,12 @@ def test_every_method_of_the_contract_is_documented_with_its_signature():
         params = ", ".join(str(p).replace("'", "") for p in inspect.signature(getattr(Venue, name)).parameters.values())
         returns = inspect.signature(getattr(Venue, name)).return_annotation
         assert f"def {name}({params}) -> {returns}: ..." in guide, name
+
+
+def test_every_attribute_of_the_contract_is_documented():
+    guide = (Path(__file__).resolve().parents[2] / "docs" / "venues.md").read_text()
+    attributes = [name for name, member in vars(Venue).items()
+                  if not callable(member) and not name.startswith("_") and not isinstance(member, property)]
+    assert {"name", "capabilities", "confirmation_hint_ms", "validity_window_s", "max_batch"} <= set(attributes)
+    for name in attributes:
+        assert f"    {name}: " in guide, name

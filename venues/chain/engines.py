@@ -16,6 +16,10 @@ import sqlalchemy as sa
 from sqlalchemy.engine import Connection, Engine
 
 POOL_SIZE = 15
+#: the chain's own time limits on PostgreSQL, as any network client would have: a connection
+#: within this, and every statement (lock waits included) cancelled by the server after that
+CONNECT_TIMEOUT_S = 5
+STATEMENT_TIMEOUT_MS = 10_000
 
 _engines: dict[str, Engine] = {}
 _engines_lock = threading.Lock()
@@ -35,7 +39,9 @@ def engine_for(url: str) -> Engine:
     with _engines_lock:
         if url not in _engines:
             _engines[url] = _sqlite_engine(url) if url.startswith("sqlite") else sa.create_engine(
-                url, pool_size=POOL_SIZE, max_overflow=5, pool_recycle=1800)
+                url, pool_size=POOL_SIZE, max_overflow=5, pool_recycle=1800, hide_parameters=True,
+                connect_args={"connect_timeout": CONNECT_TIMEOUT_S,
+                              "options": f"-c statement_timeout={STATEMENT_TIMEOUT_MS}"})
         return _engines[url]
 
 
@@ -52,7 +58,7 @@ def _sqlite_engine(url: str) -> Engine:
     if path and path != ":memory:":
         Path(path).parent.mkdir(parents=True, exist_ok=True)
     engine = sa.create_engine(url, connect_args={"timeout": 30, "check_same_thread": False},
-                              pool_size=20, max_overflow=20)
+                              pool_size=20, max_overflow=20, hide_parameters=True)
 
     @sa.event.listens_for(engine, "connect")
     def _on_connect(dbapi_conn, _record):  # pragma: no cover - driver glue
