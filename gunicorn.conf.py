@@ -15,10 +15,17 @@ taken HTTP still has WEB_THREADS connections of its own and never waits in the
 listen queue behind sockets. Every line gunicorn logs goes through the
 engine's redaction (no `?apiKey=` or password in a log); there is no access log.
 """
-from orderengine import metrics_files
-from orderengine.config import load_settings
+import sys
 
-_settings = load_settings()
+from orderengine import metrics_files
+
+from orderengine.config import ConfigError, load_settings
+
+try:
+    _settings = load_settings()
+    _settings.auth_mode  # HOST reachable from other machines and AUTH unset: refuse to start
+except ConfigError as exc:
+    sys.exit(f"orderengine: {exc}")
 
 bind = f"{_settings.host}:{_settings.port}"
 workers = _settings.web_concurrency

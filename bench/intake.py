@@ -6,7 +6,9 @@ validation, PostgreSQL, the Redis queue and bus; no worker runs, so the orders
 stay `pending`). Both under `gunicorn -c gunicorn.conf.py` (gthread,
 WEB_CONCURRENCY processes, WEB_THREADS threads), each given a short warm-up,
 then `--duration` seconds of POSTs of the README's order from `--connections`
-keep-alive connections. The figure is the ratio of the two rates.
+keep-alive connections. The figure is the ratio of the two rates. With
+`--env AUTH=keys` a key is made with `orderengine keys create` and every POST
+(to both apps) sends it.
 
 The client is `wrk` when it is on the PATH (a C load generator: it costs the
 2-core machine little). Without it a Python load generator runs instead, and
@@ -24,7 +26,7 @@ import threading
 import time
 from dataclasses import dataclass, field
 
-from bench.harness import BenchError, CpuMeter, Stack, load, percentile, table
+from bench.harness import ORDERENGINE, BenchError, CpuMeter, Stack, load, percentile, table
 
 #: the README's order (Demo, and SPEC section 2)
 BODY = {"type": "MARKET", "tokenIn": "SOL", "tokenOut": "USDC", "amountIn": 1, "slippageBps": 50}
@@ -35,6 +37,8 @@ LUA = """wrk.method = "POST"
 wrk.body = '%s'
 wrk.headers["Content-Type"] = "application/json"
 """
+LUA_KEY = 'wrk.headers["Authorization"] = "Bearer %s"\n'
+
 
 
 @dataclass
@@ -92,11 +96,11 @@ def _wrk_ms(text: str, pct: str) -> float | None:
     return float(m.group(1)) * {"us": 1e-3, "ms": 1.0, "s": 1e3}[m.group(2)]
 
 
-def python_load(url: str, seconds: float, connections: int) -> Load:
+def python_load(url: str, seconds: float, connections: int, key: str | None = None) -> Load:
     """`connections` threads, one keep-alive http.client connection each (client-bound)."""
     host, port = url.removeprefix("http://").split(":")
     body = json.dumps(BODY).encode()
-    headers = {"Content-Type": "application/json"}
+    headers = {"Content-Type": "application/json", **({"Authorization": f"Bearer {key}"} if key else {})}
     stop_at = time.monotonic() + seconds
     latencies: list[float] = []
     failures = [0]
@@ -136,15 +140,15 @@ def python_load(url: str, seconds: float, connections: int) -> Load:
 
 # --- the run -----------------------------------------------------------------------------
 
-def measure(stack: Stack, args, name: str, app: str, script: str) -> Run:
+def measure(stack: Stack, args, name: str, app: str, script: str, key: str | None = None) -> Run:
     url = stack.start_api(web_concurrency=args.web_concurrency, web_threads=args.web_threads, app=app)
     try:
-        generate(args, url, args.warmup, script)
+        generate(args, url, args.warmup, script, key)
         meter = CpuMeter({"gunicorn": stack.api_pids, "redis": stack.redis_pids})
         pg_before = stack.pg_backend_cpu()
         load_before = load()
         meter.mark("start")
-        result = generate(args, url, args.duration, script)
+        result = generate(args, url, args.duration, script, key)
         meter.mark("end")
         pg_after = stack.pg_backend_cpu()
         cpu = meter.between("start", "end")
@@ -158,10 +162,21 @@ def measure(stack: Stack, args, name: str, app: str, script: str) -> Run:
         stack.stop_api()
 
 
-def generate(args, url: str, seconds: float, script: str) -> Load:
+def generate(args, url: str, seconds: float, script: str, key: str | None = None) -> Load:
     if args.client == "wrk":
         return wrk(url, seconds, args.connections, args.threads, script)
-    return python_load(url, seconds, args.connections)
+    return python_load(url, seconds, args.connections, key)
+
+
+def api_key(stack: Stack) -> str | None:
+    """With AUTH=keys, a key for the run, made as an operator makes one."""
+    if stack.env.get("AUTH") != "keys":
+        return None
+    out = subprocess.run([ORDERENGINE, "keys", "create", "bench"], env=stack.env, cwd=stack.cwd,
+                         capture_output=True, text=True, timeout=60)
+    if out.returncode != 0:
+        raise BenchError(f"orderengine keys create failed ({out.returncode}): {out.stderr[-500:]}")
+    return out.stdout.splitlines()[-1]
 
 
 def run(args) -> Result:
@@ -170,18 +185,21 @@ def run(args) -> Result:
     if args.client == "wrk" and WRK is None:
         raise BenchError("wrk is not on the PATH: `apt-get install -y wrk` (Debian/Ubuntu) or "
                          "`brew install wrk`, or run with --client python (client-bound)")
+    auth = dict(args.env).get("AUTH", "off")
     label = (f"intake (POST /api/orders/execute, {args.client}: {args.connections} connections, "
-             f"{args.duration:g} s; gunicorn.conf.py with WEB_CONCURRENCY={args.web_concurrency})")
+             f"{args.duration:g} s; gunicorn.conf.py with WEB_CONCURRENCY={args.web_concurrency}, "
+             f"AUTH={auth})")
     print(f"\n== {label}: starting ==", flush=True)
     if args.client != "wrk":
         print("   wrk not found: the Python load generator is client-bound "
               "(`apt-get install -y wrk` for the real figure)", flush=True)
     with Stack(keep_logs=args.keep_logs, redis_url=args.redis_url, **dict(args.env)) as stack:
+        key = api_key(stack)
         script = str(stack.tmp / "post.lua")
         with open(script, "w") as f:
-            f.write(LUA % json.dumps(BODY, separators=(",", ":")))
-        bare = measure(stack, args, "bare Flask", "bench.bare_app:app", script)
-        prod = measure(stack, args, "production API", "wsgi:app", script)
+            f.write(LUA % json.dumps(BODY, separators=(",", ":")) + (LUA_KEY % key if key else ""))
+        bare = measure(stack, args, "bare Flask", "bench.bare_app:app", script, key)
+        prod = measure(stack, args, "production API", "wsgi:app", script, key)
         prod.stored = stack.query("SELECT count(*) FROM orders")[0][0]
         r = Result(label)
         report(r, args, bare, prod)

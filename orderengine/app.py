@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from flask import Flask
 
-from orderengine import dashboard
+from orderengine import auth, dashboard
 from orderengine.api import docs, metrics, orders, system
 from orderengine.api.errors import register_error_handlers
 from orderengine.api.orders import MAX_BODY_BYTES
@@ -26,8 +26,10 @@ def create_app(config: Settings | None = None, runtime: Runtime | None = None) -
                       SOCK_SERVER_OPTIONS={"ping_interval": WS_PING_INTERVAL_S,
                                            "max_message_size": MAX_BODY_BYTES})
     app.json.sort_keys = False
-    app.extensions["orderengine"] = runtime or Runtime(settings)
+    settings.auth_mode  # AUTH unset on a HOST other machines reach: stop here, saying so (ConfigError)
+    app.extensions["orderengine"] = runtime = runtime or Runtime(settings)
     register_error_handlers(app)
+    auth.init_app(app, runtime)  # first: later before_request hooks (rate limits) read g.caller
     app.register_blueprint(orders.bp)
     app.register_blueprint(system.bp)
     app.register_blueprint(docs.bp)

@@ -1,6 +1,7 @@
-"""The `orderengine` command: serve, worker, migrate, venues; order, watch, orders (the client)."""
+"""The `orderengine` command: serve, worker, migrate, venues, keys; order, watch, orders (the client)."""
 from __future__ import annotations
 
+import contextlib
 import sys
 
 import click
@@ -35,6 +36,11 @@ def serve() -> None:
     from orderengine.server import EmbeddedServer
 
     settings = _settings()
+    try:
+        settings.auth_mode  # HOST reachable from other machines and AUTH unset: stop before anything runs
+    except ConfigError as exc:
+        click.echo(f"orderengine: {exc}", err=True)
+        sys.exit(2)
     upgrade(settings.database_url)
     click.echo(f"orderengine serving on http://{settings.host}:{settings.port} "
                f"({'embedded' if settings.embedded else 'redis'} queue, {redact_url(settings.database_url)})", err=True)
@@ -83,6 +89,79 @@ def venues() -> None:
     for name, error in sorted(registry.failures.items()):
         click.echo(f"{name}  FAILED TO LOAD: {error}")
     sys.exit(0 if registry.venues else 1)
+
+
+@main.group()
+def keys() -> None:
+    """API keys for AUTH=keys: create, list, revoke."""
+
+
+@contextlib.contextmanager
+def _api_keys():
+    """The api_keys table of the configured database (migrated first, like `serve`)."""
+    from orderengine.db import create_db_engine
+    from orderengine.keys import ApiKeys
+    from orderengine.migrate import upgrade
+
+    settings = _settings()
+    upgrade(settings.database_url)
+    engine = create_db_engine(settings.database_url, pool_size=1)
+    try:
+        yield ApiKeys(engine)
+    finally:
+        engine.dispose()
+
+
+@keys.command("create")
+@click.argument("name")
+def keys_create(name: str) -> None:
+    """Make a key named NAME; the key is printed once, alone on the last line (only its hash is kept)."""
+    from orderengine.keys import NAME_RULE, KeyNameTaken, valid_name
+
+    if not valid_name(name):
+        raise click.BadParameter(f"a key name is {NAME_RULE}", param_hint="NAME")
+    try:
+        with _api_keys() as api_keys:
+            key = api_keys.create(name)
+    except KeyNameTaken:
+        click.echo(f"orderengine: a key named {name!r} exists already (a revoked key keeps its name: "
+                   "its orders are still its own); choose another name", err=True)
+        sys.exit(1)
+    click.echo(f"API key {name!r} created. It is shown this once and stored nowhere: keep it now. "
+               "Send it as `Authorization: Bearer <key>`.", err=True)
+    click.echo(key)
+
+
+@keys.command("list")
+def keys_list() -> None:
+    """Names, creation times and whether revoked; never the keys."""
+    from orderengine.clock import iso
+
+    with _api_keys() as api_keys:
+        listed = api_keys.list()
+    if not listed:
+        click.echo("no API keys yet: `orderengine keys create NAME` makes one", err=True)
+        return
+    width = max(len("NAME"), *(len(k.name) for k in listed))
+    click.echo(f"{'NAME':<{width}}  {'CREATED':<24}  STATUS")
+    for k in listed:
+        status = f"revoked {iso(k.revoked_at)}" if k.revoked else "active"
+        click.echo(f"{k.name:<{width}}  {iso(k.created_at):<24}  {status}")
+
+
+@keys.command("revoke")
+@click.argument("name")
+def keys_revoke(name: str) -> None:
+    """Revoke the key named NAME: every process refuses it from the next request on."""
+    from orderengine.clock import iso
+
+    with _api_keys() as api_keys:
+        revoked = api_keys.revoke(name)
+    if revoked is None:
+        click.echo(f"orderengine: no key is named {name!r} (`orderengine keys list` shows them)", err=True)
+        sys.exit(1)
+    click.echo(f"API key {name!r} is revoked (since {iso(revoked.revoked_at)}): it is refused from now on.",
+               err=True)
 
 
 if __name__ == "__main__":  # pragma: no cover

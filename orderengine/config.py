@@ -6,6 +6,7 @@ A bad value stops start-up with a message naming the variable.
 from __future__ import annotations
 
 import dataclasses
+import ipaddress
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -81,8 +82,32 @@ class Settings:
         """No Redis: queue and pub/sub live in this process."""
         return self.redis_url is None
 
+    @property
+    def auth_mode(self) -> str:
+        """"keys" or "off": AUTH as set, else "off" on a loopback HOST. Raises ConfigError
+        when AUTH is unset and HOST is reachable from other machines: the operator must
+        choose, rather than an API on the network being open by default."""
+        if self.auth is not None:
+            return self.auth
+        if is_loopback(self.host):
+            return "off"
+        raise ConfigError(f"AUTH must be set when HOST is not a loopback address (HOST={self.host!r}): "
+                          "AUTH=keys to require API keys (create one with `orderengine keys create NAME`), "
+                          "or AUTH=off to let anyone who can reach the port use the API")
+
     def replace(self, **changes: Any) -> "Settings":
         return dataclasses.replace(self, **changes)
+
+
+def is_loopback(host: str) -> bool:
+    """127.0.0.0/8, ::1 or localhost: only this machine can connect."""
+    name = host.strip().strip("[]").lower()
+    if name == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(name).is_loopback
+    except ValueError:  # a host name, or "" (every interface)
+        return False
 
 
 def _int(lo: int | None = None, hi: int | None = None) -> Callable[[str], int]:

@@ -54,6 +54,12 @@ class OrderNotFound(NotFound):
     code = "ORDER_NOT_FOUND"
 
 
+class Unauthorized(EngineError):
+    """A missing, unknown or revoked API key (AUTH=keys)."""
+    code = "UNAUTHORIZED"
+    http_status = 401
+
+
 
 
 class UpgradeRequired(EngineError):

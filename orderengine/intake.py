@@ -72,7 +72,7 @@ WRITERS = 1
 #: app that stops taking orders, or a test's throwaway app, leaves no thread behind.
 IDLE_EXIT_S = 30.0
 
-#: the caller while AUTH is off: every client is one
+#: the caller (and owner) while AUTH is off: every client is one
 ANYONE = ""
 #: a key whose request has not answered yet is "in progress" (409) for at most this long;
 #: after it, its stored order is live whatever happened to the request that made it
@@ -88,13 +88,14 @@ _QUEUE_UNAVAILABLE = "The order queue is not available; the order was not accept
 
 class _Ticket:
     """One order waiting for its group's commit: the request thread holds `_done`."""
-    __slots__ = ("order_id", "request", "work", "key", "limit_key", "event", "replayed", "error", "finished",
-                 "_done")
+    __slots__ = ("order_id", "request", "owner", "work", "key", "limit_key", "event", "replayed", "error",
+                 "finished", "_done")
 
     def __init__(self, request: OrderRequest, key: "IdempotencyKey | None" = None,
-                 limit_key: str | None = None) -> None:
+                 limit_key: str | None = None, owner: str = "") -> None:
         self.order_id = ""  # the writer names the group's orders at once (see `_named`)
         self.request = request
+        self.owner = owner
         self.work: Work | None = None
         self.key = key
         self.limit_key = limit_key  # whose RATE_LIMIT_PER_MINUTE this order counts against
@@ -163,11 +164,11 @@ class Intake:
         self._closed = False
 
     def submit(self, request: OrderRequest, key: IdempotencyKey | None = None,
-               limit_key: str | None = None) -> Accepted:
-        """Store the order and queue its first step; returns its `pending` event once both
-        are done. ServiceUnavailable when the database or the queue is away (nothing stored).
-        With `limit_key`, the submission counts against that caller's rate limit (a replay
-        too) and is refused with RateLimited over it; a new order is refused with
+               limit_key: str | None = None, owner: str = ANYONE) -> Accepted:
+        """Store the order (as `owner`'s) and queue its first step; returns its `pending` event
+        once both are done. ServiceUnavailable when the database or the queue is away (nothing
+        stored). With `limit_key`, the submission counts against that caller's rate limit (a
+        replay too) and is refused with RateLimited over it; a new order is refused with
         Overloaded when the queue is full (`queue_cap`). Nothing is stored for a refusal."""
         if key is not None:
             known = self._replay(key)
@@ -177,7 +178,7 @@ class Intake:
                 return known  # a replay stores nothing: answered even when the queue is full
         if self.queue_cap is not None:
             self.queue_cap.admit()
-        ticket = _Ticket(request, key, limit_key if self.rate_limit is not None else None)
+        ticket = _Ticket(request, key, limit_key if self.rate_limit is not None else None, owner)
         with self._lock:  # so every order handed in comes before the writers' stop marks
             if self._closed:
                 raise ServiceUnavailable("The server is shutting down; the order was not accepted.")
@@ -332,8 +333,9 @@ class Intake:
         once more rather than answering 503."""
         new = [(t.order_id, t.request, t.work.token) for t in _named(group)]
         keys = [t.key for t in group]
+        owners = [t.owner for t in group]
         try:
-            events = self.store.create_many(new, keys, self.key_ttl_s)
+            events = self.store.create_many(new, keys, self.key_ttl_s, owners)
         except DBAPIError as exc:
             if not _outcome_unknown(exc):
                 raise
@@ -348,7 +350,7 @@ class Intake:
                 return
             if not exc.connection_invalidated:
                 raise
-            events = self.store.create_many(new, keys, self.key_ttl_s)
+            events = self.store.create_many(new, keys, self.key_ttl_s, owners)
         for t, event in zip(group, events):
             t.event = event
 
@@ -442,8 +444,9 @@ def _named(group: list[_Ticket]) -> list[_Ticket]:
 
 def submit_order(runtime, request: OrderRequest, idempotency_key: str | None = None,
                  caller: str = ANYONE, limit_key: str | None = None) -> Accepted:
-    """Accept one order through the runtime's intake (see `Intake.submit`); with a key, a
-    retry gets the first answer again and creates nothing. With `limit_key`, it counts against
-    the caller's RATE_LIMIT_PER_MINUTE (RateLimited over it); a replay counts too."""
+    """Accept one order, `caller`'s (the owner: '' with AUTH=off), through the runtime's
+    intake (see `Intake.submit`); with a key, a retry by the same caller gets the first
+    answer again and creates nothing (keys are per caller). With `limit_key`, it counts
+    against the caller's RATE_LIMIT_PER_MINUTE (RateLimited over it); a replay counts too."""
     key = IdempotencyKey.of(caller, idempotency_key, request) if idempotency_key is not None else None
-    return runtime.intake.submit(request, key, limit_key)
+    return runtime.intake.submit(request, key, limit_key, caller)

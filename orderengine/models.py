@@ -78,12 +78,16 @@ class Order(Base):
     work_token: Mapped[str | None] = mapped_column(sa.String(36))
     work_owner: Mapped[str | None] = mapped_column(sa.String(64))
     work_due_at: Mapped[dt.datetime | None] = mapped_column(UTCDateTime())
+    #: whose order it is: the API key's name, '' when placed with AUTH=off (migration 0006)
+    owner: Mapped[str] = mapped_column(sa.String(64), default="", server_default="")
 
     __table_args__ = (
         # GET /api/orders: newest first, keyset on (created_at, id) (migration 0003)
         sa.Index("ix_orders_created_at_id", "created_at", "id"),
         sa.Index("ix_orders_status_created_at_id", "status", "created_at", "id"),
         sa.Index("ix_orders_client_order_id", "client_order_id", "created_at", "id"),
+        # a caller's GET /api/orders under AUTH=keys: its own orders, newest first (migration 0006)
+        sa.Index("ix_orders_owner_created_at_id", "owner", "created_at", "id"),
         sa.Index("ix_orders_work_due_at", "work_due_at"),
         # what workers claim from (migration 0002): due orders nobody holds
         sa.Index("ix_orders_claimable", "work_due_at", postgresql_where=sa.text("work_owner IS NULL"),
@@ -136,7 +140,25 @@ class IdempotencyKey(Base):
                       sa.Index("ix_idempotency_keys_order_id", "order_id"))
 
 
+class ApiKey(Base):
+    """An API key (AUTH=keys): its name, which owns the orders placed with it, and a
+    SHA-256 of the key; the key itself is shown once by `orderengine keys create` and
+    stored nowhere. A revoked key keeps its row (and its name) so its orders keep
+    their owner and the name cannot be handed to someone else."""
+    __tablename__ = "api_keys"
+
+    id: Mapped[int] = mapped_column(sa.Integer, primary_key=True, autoincrement=True)
+    name: Mapped[str] = mapped_column(sa.String(64))
+    key_hash: Mapped[str] = mapped_column(sa.String(64))  # hex; every request under AUTH=keys looks it up
+    created_at: Mapped[dt.datetime] = mapped_column(UTCDateTime())
+    revoked_at: Mapped[dt.datetime | None] = mapped_column(UTCDateTime())
+
+    __table_args__ = (sa.UniqueConstraint("name", name="uq_api_keys_name"),
+                      sa.UniqueConstraint("key_hash", name="uq_api_keys_key_hash"))
+
+
 orders = Order.__table__
 idempotency_keys = IdempotencyKey.__table__
 order_events = OrderEvent.__table__
 workers = Worker.__table__
+api_keys = ApiKey.__table__

@@ -42,13 +42,14 @@ _INSERT_EVENTS = sa.insert(order_events)
 _INSERT_NEW_ORDERS_PG = sa.text("""
 WITH new_orders AS (
   INSERT INTO orders (id, type, token_in, token_out, amount_in, slippage_bps, client_order_id, status,
-                      attempts, last_seq, created_at, updated_at, work_token, work_owner, work_due_at)
+                      attempts, last_seq, created_at, updated_at, work_token, work_owner, work_due_at, owner)
   SELECT o.id, o.type, o.token_in, o.token_out, o.amount_in, o.slippage_bps, o.client_order_id, 'pending',
-         0, 1, CAST(:at AS timestamptz), CAST(:at AS timestamptz), o.work_token, NULL, CAST(:at AS timestamptz)
+         0, 1, CAST(:at AS timestamptz), CAST(:at AS timestamptz), o.work_token, NULL,
+         CAST(:at AS timestamptz), o.owner
   FROM unnest(CAST(:id AS varchar[]), CAST(:type AS varchar[]), CAST(:token_in AS varchar[]),
               CAST(:token_out AS varchar[]), CAST(:amount_in AS numeric[]), CAST(:slippage_bps AS integer[]),
-              CAST(:client_order_id AS varchar[]), CAST(:work_token AS varchar[]))
-       AS o(id, type, token_in, token_out, amount_in, slippage_bps, client_order_id, work_token)
+              CAST(:client_order_id AS varchar[]), CAST(:work_token AS varchar[]), CAST(:owner AS varchar[]))
+       AS o(id, type, token_in, token_out, amount_in, slippage_bps, client_order_id, work_token, owner)
   RETURNING 1
 )
 INSERT INTO order_events (order_id, seq, status, attempt, data, at)
@@ -216,15 +217,29 @@ class OrderStore:
 
     # --- reads ------------------------------------------------------------
 
-    def get(self, order_id: str) -> Any | None:
+    def get(self, order_id: str, owner: str | None = None) -> Any | None:
+        """The order's snapshot row; with `owner`, only if it is that caller's (None: anyone's)."""
+        query = sa.select(orders).where(orders.c.id == order_id)
+        if owner is not None:
+            query = query.where(orders.c.owner == owner)
         with self.engine.connect() as conn:
-            return conn.execute(sa.select(orders).where(orders.c.id == order_id)).one_or_none()
+            return conn.execute(query).one_or_none()
 
-    def require(self, order_id: str) -> Any:
-        row = self.get(order_id)
+    def require(self, order_id: str, owner: str | None = None) -> Any:
+        """`get`, or OrderNotFound: another caller's order is not found, with the same
+        answer as one that does not exist, so ids tell nothing about other callers."""
+        row = self.get(order_id, owner)
         if row is None:
             raise OrderNotFound(f"No order has the id {order_id}.")
         return row
+
+    def owners(self, order_ids: list[str]) -> dict[str, str]:
+        """order id -> its owner, for those of `order_ids` that exist (one query)."""
+        if not order_ids:
+            return {}
+        with self.engine.connect() as conn:
+            return dict(conn.execute(sa.select(orders.c.id, orders.c.owner)
+                                     .where(orders.c.id.in_(order_ids))).all())
 
     def events(self, order_id: str, since: int = 0) -> list[Event]:
         query = (sa.select(order_events)
@@ -235,7 +250,8 @@ class OrderStore:
 
     # --- writes -----------------------------------------------------------
 
-    def create(self, request: OrderRequest, work: Work, order_id: str | None = None) -> Event:
+    def create(self, request: OrderRequest, work: Work, order_id: str | None = None,
+               owner: str = "") -> Event:
         """Insert a new order with its `pending` event."""
         order_id = order_id or str(uuid.uuid4())
         now = utcnow()
@@ -245,7 +261,7 @@ class OrderStore:
                 token_out=request.token_out.symbol, amount_in=request.amount_in,
                 slippage_bps=request.slippage_bps, client_order_id=request.client_order_id,
                 status=Status.PENDING.value, attempts=0, last_seq=1, created_at=now, updated_at=now,
-                work_token=work.token, work_owner=work.owner, work_due_at=work.due_at))
+                work_token=work.token, work_owner=work.owner, work_due_at=work.due_at, owner=owner))
             event = Event(order_id, 1, Status.PENDING, now, 0, request.to_dict())
             conn.execute(sa.insert(order_events).values(
                 order_id=order_id, seq=1, status=event.status.value, attempt=0,
@@ -254,31 +270,32 @@ class OrderStore:
         return event
 
     def create_many(self, new: list[tuple[str, OrderRequest, str]], keys: list[Any] | None = None,
-                    key_ttl_s: int = 86_400) -> list[Event | None]:
+                    key_ttl_s: int = 86_400, owners: list[str] | None = None) -> list[Event | None]:
         """Insert new orders (id, request, work token) with their `pending` events, all or
         nothing: accepted now, due now, held by nobody. On PostgreSQL one statement,
         elsewhere one transaction with one INSERT per table.
         `keys` (one per order, or None) are Idempotency-Keys: then the keys are claimed
         first, in the same transaction, and an order whose key another request holds is
         not stored (None in its place). Publishes nothing: the caller publishes the events
-        of the orders it keeps (`bus.publish_many`) once their work is queued."""
+        of the orders it keeps (`bus.publish_many`) once their work is queued.
+        `owners` (one per order; None: all '') say whose each order is."""
         now = utcnow()
+        owners = owners or [""] * len(new)
         events = [Event(order_id, 1, Status.PENDING, now, 0, request.to_dict()) for order_id, request, _ in new]
         if not keys or all(k is None for k in keys):
             if self.engine.dialect.name == "postgresql":
                 with self.autocommit.connect() as conn:  # one statement: atomic by itself
-                    self._insert_new_pg(conn, new, events)
+                    self._insert_new_pg(conn, new, events, owners)
             else:
                 with self.writer.begin() as conn:
-                    self._insert_new(conn, new, events)
+                    self._insert_new(conn, new, events, owners)
             return events
         with self.writer.begin() as conn:
             keep = self._claim_keys(conn, new, keys, key_ttl_s)
-            kept_new = [new[i] for i in keep]
-            kept_events = [events[i] for i in keep]
-            if kept_new:
+            kept = sorted(keep)
+            if kept:
                 insert = self._insert_new_pg if conn.dialect.name == "postgresql" else self._insert_new
-                insert(conn, kept_new, kept_events)
+                insert(conn, [new[i] for i in kept], [events[i] for i in kept], [owners[i] for i in kept])
         return [event if i in keep else None for i, event in enumerate(events)]
 
     @staticmethod
@@ -301,7 +318,8 @@ class OrderStore:
                 if key is None or ((key.caller, key.key) in won and first[(key.caller, key.key)] == i)}
 
     @staticmethod
-    def _insert_new_pg(conn: Any, new: list[tuple[str, OrderRequest, str]], events: list[Event]) -> None:
+    def _insert_new_pg(conn: Any, new: list[tuple[str, OrderRequest, str]], events: list[Event],
+                       owners: list[str]) -> None:
         """The group as arrays, one per column (see `_INSERT_NEW_ORDERS_PG`)."""
         requests = [request for _, request, _ in new]
         conn.execute(_INSERT_NEW_ORDERS_PG, {
@@ -310,19 +328,20 @@ class OrderStore:
             "amount_in": [r.amount_in for r in requests], "amount_text": [e.data["amountIn"] for e in events],
             "slippage_bps": [r.slippage_bps for r in requests],
             "client_order_id": [r.client_order_id for r in requests],
-            "work_token": [token for _, _, token in new], "at": events[0].at})
+            "work_token": [token for _, _, token in new], "owner": owners, "at": events[0].at})
 
     @staticmethod
-    def _insert_new(conn: Any, new: list[tuple[str, OrderRequest, str]], events: list[Event]) -> None:
+    def _insert_new(conn: Any, new: list[tuple[str, OrderRequest, str]], events: list[Event],
+                    owners: list[str]) -> None:
         order_rows, event_rows = [], []
-        for (order_id, request, token), event in zip(new, events):
+        for (order_id, request, token), event, owner in zip(new, events, owners):
             order_rows.append({
                 "id": order_id, "type": request.type, "token_in": request.token_in.symbol,
                 "token_out": request.token_out.symbol, "amount_in": request.amount_in,
                 "slippage_bps": request.slippage_bps, "client_order_id": request.client_order_id,
                 "status": Status.PENDING.value, "attempts": 0, "last_seq": 1, "created_at": event.at,
                 "updated_at": event.at, "work_token": token, "work_owner": None,
-                "work_due_at": event.at})
+                "work_due_at": event.at, "owner": owner})
             event_rows.append({"order_id": order_id, "seq": 1, "status": Status.PENDING.value,
                                "attempt": 0, "data": event.data, "at": event.at})
         # a list of rows per statement (an executemany), each statement compiled once and
@@ -505,13 +524,14 @@ class OrderStore:
         with self.engine.connect() as conn:
             return {r.order_id: Event.from_row(r) for r in conn.execute(query)}
 
-    def cancel(self, order_id: str, reason: str) -> Any:
+    def cancel(self, order_id: str, reason: str, owner: str | None = None) -> Any:
         """Cancel an order not yet handed to a venue (pending, routing, retrying) with a
         guarded transition, like any other: a worker about to move the order on loses
         the race cleanly. An order already cancelled is returned as it is; one in
-        `building` or later raises NotCancellable. Returns the snapshot after."""
+        `building` or later raises NotCancellable; another `owner`'s, OrderNotFound.
+        Returns the snapshot after."""
         for _ in range(CANCEL_ROUNDS):
-            row = self.require(order_id)
+            row = self.require(order_id, owner)
             if row.status == Status.CANCELLED.value:
                 return row
             if row.status not in _NOT_YET_SENT:
@@ -521,15 +541,18 @@ class OrderStore:
                                                       Status.CANCELLED, {"reason": reason})])
             if applied:
                 metrics.order_moved(row.created_at, applied[0])
-                return self.require(order_id)
+                return self.require(order_id, owner)
         raise ServiceUnavailable("The order kept changing while it was being cancelled; try again.")
 
     def page(self, *, before: tuple[dt.datetime, str] | None, limit: int, status: str | None = None,
-             client_order_id: str | None = None) -> list[Any]:
+             client_order_id: str | None = None, owner: str | None = None) -> list[Any]:
         """Orders newest first (created_at, then id, descending), strictly after the
         cursor `before` when given: keyset pagination, so a page never repeats or
-        skips an order while new ones arrive at the head."""
+        skips an order while new ones arrive at the head. With `owner`, that caller's
+        only (index on owner, created_at, id)."""
         query = sa.select(orders)
+        if owner is not None:
+            query = query.where(orders.c.owner == owner)
         if status is not None:
             query = query.where(orders.c.status == status)
         if client_order_id is not None:

@@ -14,6 +14,7 @@ import json
 import logging
 from typing import Any, Callable
 
+from orderengine.auth import OrderOwners
 from orderengine.bus import RESYNC, Subscription
 from orderengine.errors import EngineError, ServiceUnavailable, ValidationError
 from orderengine.events import Event
@@ -32,8 +33,15 @@ Submit = Callable[[Any, "str | None"], Any]   # (order request, idempotency key)
 
 
 class StreamSession:
-    def __init__(self, store, sub: Subscription, submit: Submit, send: Callable[[str], None]) -> None:
+    """`owner`: the caller's scope (None: AUTH=off, every order); with one, another caller's
+    order is not found, and `subscribe all` passes on only the caller's orders' events,
+    whose owners `owners` (auth.OrderOwners) knows."""
+
+    def __init__(self, store, sub: Subscription, submit: Submit, send: Callable[[str], None],
+                 owner: str | None = None, owners=None) -> None:
         self.store = store
+        self.owner = owner
+        self.owners = owners if owners is not None or owner is None else OrderOwners(store)
         self.sub = sub
         self.submit = submit
         self._send = send
@@ -85,7 +93,7 @@ class StreamSession:
             return
         order_id = parse_order_id(message.get("orderId"))
         since = _since(message.get("since"))
-        self.store.require(order_id)  # OrderNotFound -> an error message
+        self.store.require(order_id, self.owner)  # OrderNotFound -> an error message
         if order_id not in self.relays and len(self.relays) >= MAX_FOLLOWED:
             raise ValidationError("This socket follows as many orders as it may.", fields={
                 "orderId": [f"At most {MAX_FOLLOWED} orders at once: unsubscribe some first."]})
@@ -113,7 +121,8 @@ class StreamSession:
         relay = self.relays.get(item.order_id)
         if relay is not None:
             self._safely(item.order_id, lambda: relay.on_live(item))
-        elif self.sub.everything and item.seq > self._ended.get(item.order_id, 0):
+        elif (self.sub.everything and item.seq > self._ended.get(item.order_id, 0)
+              and self._mine(item.order_id)):
             self._send(item.to_json())
 
     def on_idle(self) -> None:
@@ -134,11 +143,23 @@ class StreamSession:
 
     # --- helpers ----------------------------------------------------------------------
 
+    def _mine(self, order_id: str) -> bool:
+        """Is this the caller's order? (Always, with AUTH=off.) If its owner cannot be read
+        now, the event is not sent: `all` promises no replay, and never another's order."""
+        if self.owner is None:
+            return True
+        try:
+            return self.owners.owner_of(order_id) == self.owner
+        except Exception as exc:
+            log.warning("stream could not read an order's owner; its event is not sent",
+                        extra={"order_id": order_id, "error": str(exc)[:200]})
+            return False
+
     def _follow(self, order_id: str, since: int) -> None:
         if order_id in self.relays:  # already followed: it goes on from where it is
             return
         self.sub.follow(order_id)  # first: nothing published from now on is missed
-        relay = EventRelay(self.store, order_id, since, backstop_s=BACKSTOP_S)
+        relay = EventRelay(self.store, order_id, since, backstop_s=BACKSTOP_S, owner=self.owner)
         try:
             events = relay.replay()
         except Exception:

@@ -20,9 +20,11 @@ from orderengine.store import OrderStore
 
 class EventRelay:
     def __init__(self, store: OrderStore, order_id: str, since: int = 0,
-                 backstop_s: float = 5.0, clock: Callable[[], float] = time.monotonic) -> None:
+                 backstop_s: float = 5.0, clock: Callable[[], float] = time.monotonic,
+                 owner: str | None = None) -> None:
         self.store = store
         self.order_id = order_id
+        self.owner = owner  # the caller's scope: another's order is OrderNotFound, as a missing one
         self.last_seq = since
         self.done = False
         self._backstop_s = backstop_s
@@ -31,7 +33,7 @@ class EventRelay:
 
     def replay(self) -> list[Event]:
         """Everything after `since` that is already stored."""
-        row = self.store.require(self.order_id)
+        row = self.store.require(self.order_id, self.owner)
         if is_terminal(row.status) and row.last_seq <= self.last_seq:
             self.done = True  # the client has seen the whole story already
             return []

@@ -5,6 +5,7 @@ from typing import Any
 
 from flask import Blueprint, current_app, g, jsonify, request
 
+from orderengine.auth import current_caller
 from orderengine.errors import UnsupportedMediaType, UpgradeRequired
 from orderengine.intake import submit_order
 from orderengine.schemas import (
@@ -35,7 +36,7 @@ def limit_key() -> str:
 def execute():
     order = parse_order_request(_json_body())
     key = parse_idempotency_key(request.headers.get("Idempotency-Key"))
-    accepted = submit_order(runtime(), order, key, limit_key=limit_key())
+    accepted = submit_order(runtime(), order, key, caller=current_caller().owner, limit_key=limit_key())
     response = jsonify({"orderId": accepted.order_id, "status": "pending"})
     response.status_code = 201
     response.headers["Location"] = f"/api/orders/{accepted.order_id}"
@@ -62,7 +63,7 @@ def list_orders():
     """The caller's orders, newest first, a page at a time (keyset: `next` -> `before`)."""
     query = parse_list_query(request.args)
     rows = runtime().store.page(before=query.before, limit=query.limit + 1, status=query.status,
-                                client_order_id=query.client_order_id)
+                                client_order_id=query.client_order_id, owner=current_caller().scope)
     page = rows[:query.limit]
     more = len(rows) > query.limit
     return jsonify({"orders": [snapshot(r) for r in page],
@@ -72,13 +73,13 @@ def list_orders():
 @bp.post("/<order_id>/cancel")
 def cancel_order(order_id: str):
     """Cancel an order not yet handed to a venue; 409 NOT_CANCELLABLE from `building` on."""
-    row = runtime().store.cancel(parse_order_id(order_id, "id"), CANCEL_REASON)
+    row = runtime().store.cancel(parse_order_id(order_id, "id"), CANCEL_REASON, owner=current_caller().scope)
     return jsonify(snapshot(row))
 
 
 @bp.get("/<order_id>")
 def get_order(order_id: str):
-    row = runtime().store.require(parse_order_id(order_id, "id"))
+    row = runtime().store.require(parse_order_id(order_id, "id"), owner=current_caller().scope)
     return jsonify(snapshot(row))
 
 
@@ -86,7 +87,7 @@ def get_order(order_id: str):
 def get_events(order_id: str):
     order_id = parse_order_id(order_id, "id")
     since = parse_events_since(request.args.get("since"))
-    runtime().store.require(order_id)
+    runtime().store.require(order_id, owner=current_caller().scope)
     return jsonify([e.to_dict() for e in runtime().store.events(order_id, since)])
 
 

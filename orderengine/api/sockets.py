@@ -4,7 +4,8 @@ GET /api/orders/stream follows many (orderengine/stream.py).
 Protocol (SPEC §4): every event with seq > N, first from the database, then
 live, each once and in order; close 1000 after the terminal event. A missing
 or malformed orderId gets an {"error": ...} message and close 4400; an
-unknown order the same with 4404.
+unknown order (or another caller's) the same with 4404; with AUTH=keys, a
+missing, unknown or revoked key the same with 4401 (see auth.py).
 """
 from __future__ import annotations
 
@@ -18,7 +19,10 @@ from flask_sock import ConnectionClosed, Sock
 
 from orderengine import metrics
 from orderengine.api.orders import limit_key
-from orderengine.errors import EngineError, OrderNotFound, ServerBusy, ServiceUnavailable, TooManySockets
+from orderengine.auth import current_caller, order_owners
+from orderengine.errors import (
+    EngineError, OrderNotFound, ServerBusy, ServiceUnavailable, TooManySockets, Unauthorized,
+)
 from orderengine.schemas import parse_events_since, parse_order_id
 from orderengine.intake import submit_order
 from orderengine.stream import StreamSession
@@ -31,6 +35,7 @@ sock = Sock()
 CLOSE_NORMAL = 1000
 CLOSE_INTERNAL = 1011
 CLOSE_BAD_REQUEST = 4400
+CLOSE_UNAUTHORIZED = 4401
 CLOSE_NOT_FOUND = 4404
 WAIT_S = 1.0
 STREAM_WAIT_S = 0.05        # the stream socket looks at the client's messages this often
@@ -44,6 +49,11 @@ def limited(route):
     (the caller is at MAX_SOCKETS_PER_KEY). The slot is given back when the socket ends."""
     @functools.wraps(route)
     def guarded(ws) -> None:
+        try:
+            current_caller()  # a socket whose key was refused takes no slot: 4401 at once
+        except Unauthorized as exc:
+            _close_with_error(ws, exc)
+            return
         slots = current_app.extensions["orderengine"].socket_slots
         try:
             slot = slots.open(limit_key())
@@ -63,9 +73,10 @@ def limited(route):
 def order_socket(ws) -> None:
     runtime = current_app.extensions["orderengine"]
     try:
+        caller = current_caller()
         order_id = parse_order_id(request.args.get("orderId"))
         since = parse_events_since(request.args.get("since"))
-        relay = EventRelay(runtime.store, order_id, since)
+        relay = EventRelay(runtime.store, order_id, since, owner=caller.scope)
         with runtime.bus.subscribe(order_id) as sub:
             _send(ws, relay.replay())
             while not relay.done and ws.connected:
@@ -89,14 +100,21 @@ def order_socket(ws) -> None:
 def stream_socket(ws) -> None:
     """One socket, many orders: see orderengine/stream.py for the protocol."""
     runtime = current_app.extensions["orderengine"]
+    try:
+        caller = current_caller()
+    except Unauthorized as exc:
+        _close_with_error(ws, exc)
+        return
     caller_limit_key = limit_key()
 
     def submit(order, idempotency_key):
-        return submit_order(runtime, order, idempotency_key, limit_key=caller_limit_key)
+        return submit_order(runtime, order, idempotency_key, caller=caller.owner,
+                            limit_key=caller_limit_key)
 
     try:
         with runtime.bus.open() as sub:
-            session = StreamSession(runtime.store, sub, submit, ws.send)
+            session = StreamSession(runtime.store, sub, submit, ws.send, owner=caller.scope,
+                                    owners=order_owners())
             idle_since = time.monotonic()
             while ws.connected:
                 for _ in range(MAX_MESSAGES_PER_ROUND):
@@ -133,7 +151,8 @@ def _discard_client_messages(ws) -> None:
 
 def _close_with_error(ws, exc: EngineError, code: int | None = None) -> None:
     if code is None:
-        code = CLOSE_NOT_FOUND if isinstance(exc, OrderNotFound) else CLOSE_BAD_REQUEST
+        code = (CLOSE_NOT_FOUND if isinstance(exc, OrderNotFound) else
+                CLOSE_UNAUTHORIZED if isinstance(exc, Unauthorized) else CLOSE_BAD_REQUEST)
     try:
         ws.send(json.dumps({"error": exc.to_dict()}))
         ws.close(reason=code, message=exc.code)

@@ -55,3 +55,22 @@ def test_a_burst_is_stored_in_one_statement_and_queued(runtime):
     assert len(writes) == 1  # one statement, atomic by itself
     assert count(runtime.engine, orders) == 20 and count(runtime.engine, order_events) == 20
     assert runtime.huey.pending_count() == 1  # one wake-up for the whole group
+
+
+def test_a_burst_of_several_callers_stores_each_order_as_its_callers(runtime):
+    runtime.intake.close()
+    runtime.intake = Intake(runtime.store, runtime.queue_new_orders, window_s=1.0, writers=1)
+    barrier, placed = threading.Barrier(12), []
+
+    def submit(owner: str) -> None:
+        barrier.wait()
+        placed.append((owner, runtime.intake.submit(order_request(), owner=owner).order_id))
+    threads = [threading.Thread(target=submit, args=(("alice", "bob", "")[i % 3],)) for i in range(12)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(30)
+    assert runtime.store.owners([order_id for _, order_id in placed]) == {i: o for o, i in placed}
+    for owner in ("alice", "bob", ""):
+        listed = {r.id for r in runtime.store.page(before=None, limit=50, owner=owner)}
+        assert listed == {i for o, i in placed if o == owner}

@@ -47,3 +47,18 @@ def test_amount_columns_are_numeric_on_postgres(inspector_after_two_upgrades):
     columns = {c["name"]: c["type"] for c in inspector.get_columns("orders")}
     for name in ("amount_in", "amount_out", "executed_price"):
         assert isinstance(columns[name], sa.Numeric) and not isinstance(columns[name], sa.Float), name
+
+
+def test_the_migrated_postgres_schema_is_the_models(pg_url):
+    from tests.unit.test_migrations import schema_differences
+    assert schema_differences(pg_url) == []
+
+
+def test_an_api_key_is_stored_as_its_hash_and_found_by_an_index(inspector_after_two_upgrades):
+    inspector, _ = inspector_after_two_upgrades
+    assert {c["name"] for c in inspector.get_columns("api_keys")} == {
+        "id", "name", "key_hash", "created_at", "revoked_at"}
+    uniques = {tuple(u["column_names"]) for u in inspector.get_unique_constraints("api_keys")}
+    assert {("name",), ("key_hash",)} <= uniques
+    indexes = {i["name"]: i["column_names"] for i in inspector.get_indexes("orders")}
+    assert indexes["ix_orders_owner_created_at_id"] == ["owner", "created_at", "id"]

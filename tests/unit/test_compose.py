@@ -128,6 +128,17 @@ def test_api_listens_on_all_interfaces_on_the_published_port(services):
     assert env["PORT"] in published
 
 
+def test_the_api_on_every_interface_requires_api_keys(services):
+    settings = settings_from(environment(services["api"]))
+    assert settings.host == "0.0.0.0" and settings.auth_mode == "keys"
+
+
+def test_orderengine_has_the_keys_commands_the_compose_file_tells_users_to_run(compose):
+    from orderengine.cli import main
+    assert {"create", "list", "revoke"} <= set(main.commands["keys"].commands)
+    assert "docker compose run --rm api orderengine keys create NAME" in (REPO / "docker-compose.yml").read_text()
+
+
 def test_migrate_waits_for_postgres_and_api_and_worker_wait_for_the_migration_and_redis(services):
     assert depends_on(services["migrate"]) == {"postgres": "service_healthy"}
     for name in ("api", "worker"):

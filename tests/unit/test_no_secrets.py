@@ -122,7 +122,7 @@ def test_a_database_error_carries_no_statement_parameters(sqlite_url):
 
 
 def test_a_database_error_answers_503_and_logs_no_parameters(client, runtime, monkeypatch, caplog):
-    def failing_read(order_id):
+    def failing_read(order_id, owner=None):
         with runtime.engine.connect() as conn:
             conn.execute(sa.text("SELECT * FROM no_such_table WHERE k = :k"), {"k": PASSWORD})
 
