@@ -68,7 +68,8 @@ class Auth:
 def init_app(app: Flask, runtime) -> None:
     """Resolve AUTH (ConfigError if HOST is not loopback and AUTH is unset) and guard /api."""
     mode = runtime.settings.auth_mode
-    keys = ApiKeys(lookup_engine(runtime.engine) if mode == "keys" else runtime.engine)
+    keys = ApiKeys(lookup_engine(runtime.engine, runtime.settings.db_connect_timeout_s,
+                                 runtime.settings.db_statement_timeout_ms) if mode == "keys" else runtime.engine)
     app.extensions[EXTENSION] = Auth(mode, keys, OrderOwners(runtime.store))
     app.before_request(_authenticate)
     app.register_error_handler(Unauthorized, _unauthorized)

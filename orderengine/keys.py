@@ -30,7 +30,7 @@ from sqlalchemy.engine import Engine
 from sqlalchemy.exc import DBAPIError, IntegrityError
 
 from orderengine.clock import utcnow
-from orderengine.db import writing
+from orderengine.db import pg_connect_args, writing
 from orderengine.errors import ServiceUnavailable
 from orderengine.models import api_keys
 
@@ -78,13 +78,16 @@ _LOOKUP = "SELECT name FROM api_keys WHERE key_hash = {} AND revoked_at IS NULL"
 LOOKUP_POOL_SIZE = 4
 
 
-def lookup_engine(engine: Engine) -> Engine:
+def lookup_engine(engine: Engine, connect_timeout_s: int, statement_timeout_ms: int) -> Engine:
     """The engine the API's per-request lookups use: on PostgreSQL a pool of its own,
     LOOKUP_POOL_SIZE connections and no overflow (a burst waits its turn, briefly, rather
-    than opening connections); on SQLite the engine itself."""
+    than opening connections), with the same time limits as every other connection and
+    no parameters in its errors (they would be key hashes); on SQLite the engine itself."""
     if engine.dialect.name != "postgresql":
         return engine
-    return sa.create_engine(engine.url, pool_size=LOOKUP_POOL_SIZE, max_overflow=0, pool_recycle=1800)
+    return sa.create_engine(engine.url, pool_size=LOOKUP_POOL_SIZE, max_overflow=0, pool_recycle=1800,
+                            pool_timeout=5, hide_parameters=True,
+                            connect_args=pg_connect_args(connect_timeout_s, statement_timeout_ms))
 
 
 class ApiKeys:
