@@ -19,7 +19,7 @@ import sys
 
 from orderengine import metrics_files
 
-from orderengine.config import ConfigError, load_settings
+from orderengine.config import ConfigError, is_loopback, load_settings
 
 try:
     _settings = load_settings()
@@ -45,7 +45,22 @@ control_socket_disable = True
 
 
 def on_starting(server):
+    _refuse_open_binds(server.cfg.bind)
     metrics_files.prepare(reexec=bool(server.master_pid))
+
+
+def _refuse_open_binds(binds):
+    """`-b 0.0.0.0:3000` on the command line overrides HOST: the AUTH rule applies to the
+    addresses gunicorn really binds (a unix socket or an inherited fd is local)."""
+    if _settings.auth is not None:
+        return
+    for address in binds:
+        if address.startswith(("unix:", "fd://")):
+            continue
+        host = address.rsplit(":", 1)[0] if ":" in address else address
+        if not is_loopback(host):
+            sys.exit(f"orderengine: AUTH must be set when binding {address} (not a loopback address): "
+                     "AUTH=keys to require API keys, or AUTH=off to let anyone who can reach the port use the API")
 
 
 def child_exit(server, worker):

@@ -130,3 +130,16 @@ def test_gunicorn_on_an_open_host_without_auth_refuses_to_start(tmp_path):
     assert done.returncode != 0
     assert "AUTH must be set" in done.stderr
     assert "Listening at" not in done.stderr  # refused before it bound the port, by its config
+
+
+def test_gunicorn_bound_to_an_open_address_on_its_command_line_refuses_without_auth(tmp_path):
+    """`-b 0.0.0.0:PORT` overrides HOST: the rule follows the address really bound."""
+    env = {k: v for k, v in os.environ.items() if k not in {"AUTH", "HOST", "PYTHONPATH"}}
+    env.update(PORT="1", DATABASE_URL=f"sqlite:///{tmp_path}/g.db")
+    gunicorn = Path(sys.executable).parent / "gunicorn"
+    done = subprocess.run([str(gunicorn), "wsgi:app", "-c", str(REPO / "gunicorn.conf.py"),
+                           "--pythonpath", str(REPO), "-b", "0.0.0.0:1"], cwd=tmp_path, env=env,
+                          capture_output=True, text=True, timeout=60)
+    assert done.returncode != 0
+    assert "AUTH must be set when binding 0.0.0.0:1" in done.stderr
+    assert "Listening at" not in done.stderr
