@@ -139,6 +139,10 @@ class Pump:
                     for held in batch:
                         held.reload = True
                     self.later(batch, DB_RETRY_S)
+            # nothing in hand here (handed over, or back on the timer): what the executor
+            # and the timer know is all this worker knows
+            if self._claim_unsure:
+                self._adopt_lost_claim()
             if self._clock() >= self._next_audit:
                 self._audit()
 
@@ -174,8 +178,8 @@ class Pump:
         if self._last_claim >= self._next_expiry:
             self._next_expiry = self._last_claim + CLAIM_POLL_S
             self._expire()
-        if self._claim_unsure and not self._adopt_lost_claim():
-            self._next_claim = self._clock() + DB_RETRY_S  # the database is still away
+        if self._claim_unsure:  # the database was still away after a failed claim: not yet
+            self._next_claim = self._clock() + DB_RETRY_S
             return []
         if self.executor.busy:  # enough to do: leave new orders to the other workers for now
             self._next_claim = self._last_claim + BUSY_RECHECK_S
@@ -186,8 +190,9 @@ class Pump:
             rows = self.store.claim_due(self.worker_id, CLAIM_BATCH, venues=self.executor.venue_names,
                                         unloaded_since=after_ms(-self.executor.unloaded_window_s * 1000))
         except Exception as exc:  # the database is away: look again shortly
-            # PostgreSQL may have committed the claim before the connection died: the next
-            # look first finds what this worker holds there (any failure: asking is cheap)
+            # PostgreSQL may have committed the claim before the connection died: before it
+            # claims again, the pump finds what this worker holds there (`_adopt_lost_claim`;
+            # after any failure: asking is cheap)
             log.warning("claiming due orders failed", extra={"error": str(exc)})
             self._claim_unsure = True
             self._next_claim = self._clock() + DB_RETRY_S
