@@ -115,3 +115,30 @@ def test_the_self_audit_adopts_nothing_a_worker_is_running(settings, started, mo
     assert [r.status for r in rows] == ["confirmed"] * 10
     assert venue.executions == venue.fills == 10
     assert not [r for r in caplog.records if "adopting" in r.getMessage() or "answer was lost" in r.getMessage()]
+
+
+def test_failed_claims_while_orders_wait_on_the_timer_adopt_none_of_them(settings, started, monkeypatch, caplog):
+    """Claims that fail (taking nothing) while the worker polls its submitted orders: the
+    look for a lost claim's orders must not take those it is about to poll for forgotten."""
+    monkeypatch.setattr(pump, "AUDIT_S", 60)
+    monkeypatch.setattr(pump, "DB_RETRY_S", 0.01)
+    venue = FakeVenue("slow", confirm_after=20)
+    rt = Runtime(settings, registry=registry_of(venue))
+    real = rt.store.claim_due
+
+    def failing_when_empty(owner, limit, **kwargs):
+        rows = real(owner, limit, **kwargs)
+        if not rows:
+            raise sa.exc.OperationalError("UPDATE", {}, ConnectionError("server closed the connection"))
+        return rows
+
+    rt.store.claim_due = failing_when_empty
+    started(rt)
+    ids = [submit(rt) for _ in range(10)]
+
+    deadline = time.monotonic() + 20
+    rows = [wait_terminal(rt, i, timeout=max(0.1, deadline - time.monotonic())) for i in ids]
+
+    assert [r.status for r in rows] == ["confirmed"] * 10
+    assert venue.executions == venue.fills == 10
+    assert not [r for r in caplog.records if "answer was lost" in r.getMessage()]
