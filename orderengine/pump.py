@@ -17,8 +17,9 @@ on their way: `OrderExecutor.in_flight`). Two things could break that, and the
 worker's heartbeat would keep the sweep from taking such an order over, so it
 would wait forever: a claim that PostgreSQL committed while the connection died
 before the answer came (its outcome is unknown), or any bug that drops an order.
-  - After a claim that failed, the next look first asks the database which orders
-    it holds and adopts those it does not know (`OrderStore.adopt`).
+  - After a claim that failed, the pump asks the database which orders this worker
+    holds and adopts those it does not know (`OrderStore.adopt`): at once, and again
+    after each look until the database answers.
   - Every AUDIT_S the pump does the same as a self-audit; an order found unknown
     by two audits in a row (not one that a step was just handing over) is adopted,
     with a warning naming it.
@@ -178,9 +179,6 @@ class Pump:
         if self._last_claim >= self._next_expiry:
             self._next_expiry = self._last_claim + CLAIM_POLL_S
             self._expire()
-        if self._claim_unsure:  # the database was still away after a failed claim: not yet
-            self._next_claim = self._clock() + DB_RETRY_S
-            return []
         if self.executor.busy:  # enough to do: leave new orders to the other workers for now
             self._next_claim = self._last_claim + BUSY_RECHECK_S
             return []
@@ -190,9 +188,9 @@ class Pump:
             rows = self.store.claim_due(self.worker_id, CLAIM_BATCH, venues=self.executor.venue_names,
                                         unloaded_since=after_ms(-self.executor.unloaded_window_s * 1000))
         except Exception as exc:  # the database is away: look again shortly
-            # PostgreSQL may have committed the claim before the connection died: before it
-            # claims again, the pump finds what this worker holds there (`_adopt_lost_claim`;
-            # after any failure: asking is cheap)
+            # PostgreSQL may have committed the claim before the connection died: the pump
+            # looks for what this worker holds there (`_adopt_lost_claim`, after any failure:
+            # asking is cheap)
             log.warning("claiming due orders failed", extra={"error": str(exc)})
             self._claim_unsure = True
             self._next_claim = self._clock() + DB_RETRY_S
@@ -236,11 +234,14 @@ class Pump:
             log.warning("the self-audit of held orders failed", extra={"error": str(exc)})
 
     def _adopt(self, order_ids: set[str], message: str) -> None:
-        """Take these orders up again (new token, due now) and put them on the timer, due now."""
-        adopted = [Held.of(r) for r in self.store.adopt(self.worker_id, order_ids)]
-        if adopted:  # (an order that ended or was let go meanwhile is not)
-            log.warning(message, extra={"order_ids": [h.id for h in adopted][:50], "orders": len(adopted)})
-            self.later(adopted, 0)
+        """Take these orders up again (new token, due now) and put them on the timer, due
+        now; CLAIM_BATCH at a time, each batch on the timer as soon as it is adopted."""
+        ids = sorted(order_ids)
+        for i in range(0, len(ids), CLAIM_BATCH):
+            adopted = [Held.of(r) for r in self.store.adopt(self.worker_id, ids[i:i + CLAIM_BATCH])]
+            if adopted:  # (an order that ended or was let go meanwhile is not)
+                log.warning(message, extra={"order_ids": [h.id for h in adopted][:50], "orders": len(adopted)})
+                self.later(adopted, 0)
 
     def _expire(self) -> None:
         try:
