@@ -48,6 +48,7 @@ No order waits forever (README, "No order waits forever"). Each case and its bou
 """
 from __future__ import annotations
 
+import collections
 import datetime as dt
 import logging
 import os
@@ -188,6 +189,9 @@ class OrderExecutor:
                                         settings.venue_call_timeout_ms / 1000) for name in venues}
         self._queued = 0  # groups handed to the step threads and not yet done
         self._count_lock = threading.Lock()
+        # orders in a step (queued or running) or waiting for their quotes, by id: what
+        # the pump's self-audit counts as known besides its timer (pump.py)
+        self._in_flight: collections.Counter[str] = collections.Counter()
         self._steps: dict[str, Callable[[list[Held]], None]] = {
             Status.PENDING.value: self._start_attempts,
             Status.RETRYING.value: self._start_attempts,
@@ -303,19 +307,45 @@ class OrderExecutor:
         """Run a step for `group` on a step thread."""
         with self._count_lock:
             self._queued += 1
+            self._in_flight.update(h.id for h in group)
         try:
             self._pool.submit(self._task, step, group, *args)
         except BaseException:
             with self._count_lock:
                 self._queued -= 1
+                self._in_flight.subtract(h.id for h in group)
+                self._drop_done()
             raise
 
     def _task(self, step: Callable[..., None], group: list[Held], *args: Any) -> None:
         try:
             self._guarded(step, group, *args)
         finally:
+            # after the step: whatever it put back on the pump's timer is there already,
+            # so an order is never out of sight of the self-audit while this worker runs it
             with self._count_lock:
                 self._queued -= 1
+                self._in_flight.subtract(h.id for h in group)
+                self._drop_done()
+
+    def _drop_done(self) -> None:
+        for order_id in [i for i, n in self._in_flight.items() if n <= 0]:
+            del self._in_flight[order_id]
+
+    def _hold(self, group: list[Held]) -> None:
+        """These orders are waiting for something other than a step thread (their quotes)."""
+        with self._count_lock:
+            self._in_flight.update(h.id for h in group)
+
+    def _let_go(self, group: list[Held]) -> None:
+        with self._count_lock:
+            self._in_flight.subtract(h.id for h in group)
+            self._drop_done()
+
+    def in_flight(self) -> set[str]:
+        """Ids of the orders a step is queued or running for, or whose quotes are on their way."""
+        with self._count_lock:
+            return set(self._in_flight)
 
     @property
     def busy(self) -> bool:
@@ -397,7 +427,14 @@ class OrderExecutor:
                 for held in group:
                     held.reload = True
                 self._broke(group, exc, "_route")
-        self.fetcher.fetch_many(requests, decide_on)
+            finally:
+                self._let_go(group)  # in a step, or on the timer, by now
+        self._hold(group)
+        try:
+            self.fetcher.fetch_many(requests, decide_on)
+        except BaseException:
+            self._let_go(group)
+            raise
 
     @metrics.step("route")
     def _route(self, group: list[Held], outcomes: list[list[QuoteOutcome]]) -> None:

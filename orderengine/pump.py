@@ -10,6 +10,23 @@ Two sources of due work, one thread:
 Due times on the timer are rounded up to a GRID_S grid, so orders that fall due
 at about the same time go out as one batch. Rounding up keeps every wait at
 least as long as asked (a retry backoff is never shortened).
+
+No order held and forgotten. An order this worker holds in the database is, in
+this process, on the timer or in the executor (a step queued or running, quotes
+on their way: `OrderExecutor.in_flight`). Two things could break that, and the
+worker's heartbeat would keep the sweep from taking such an order over, so it
+would wait forever: a claim that PostgreSQL committed while the connection died
+before the answer came (its outcome is unknown), or any bug that drops an order.
+  - After a claim that failed, the pump asks the database which orders this worker
+    holds and adopts those it does not know (`OrderStore.adopt`): at once, and again
+    after each look until the database answers.
+  - Every AUDIT_S the pump does the same as a self-audit; an order found unknown
+    by two audits in a row (not one that a step was just handing over) is adopted,
+    with a warning naming it.
+Only this thread starts work on an order (claims, the timer, adoptions), and it
+adopts only orders neither on the timer nor in the executor, so no two threads of
+a worker run one order. Adopting gives the order a new work token: were a step of
+the old token still running after all, its writes would find the order moved on.
 """
 from __future__ import annotations
 
@@ -33,11 +50,12 @@ CLAIM_GAP_S = 0.01    # and no more often than this, however many messages come:
 GRID_S = 0.02         # timer resolution: due times are rounded up to it
 DB_RETRY_S = 1.0      # after a failed claim or re-read
 BUSY_RECHECK_S = 0.05  # a worker too busy to claim looks again this soon
+AUDIT_S = 5.0         # compare the orders held in the database with those known this often
 
 
 class Pump:
     def __init__(self, store: OrderStore, executor: OrderExecutor, worker_id: str,
-                 clock: Callable[[], float] = time.monotonic) -> None:
+                 clock: Callable[[], float] = time.monotonic, audit_s: float | None = None) -> None:
         self.store = store
         self.executor = executor
         self.worker_id = worker_id
@@ -51,6 +69,10 @@ class Pump:
         self._next_claim = 0.0
         self._last_claim = -CLAIM_GAP_S
         self._stopped = False
+        self._audit_s = AUDIT_S if audit_s is None else audit_s
+        self._next_audit = self._clock() + self._audit_s
+        self._suspects: set[str] = set()  # held in the database, unknown here, at the last audit
+        self._claim_unsure = False        # the last claim failed: it may have committed
         self._thread = threading.Thread(target=self._run, name="pump", daemon=True)
 
     # --- what others call -----------------------------------------------------------
@@ -118,6 +140,12 @@ class Pump:
                     for held in batch:
                         held.reload = True
                     self.later(batch, DB_RETRY_S)
+            # nothing in hand here (handed over, or back on the timer): what the executor
+            # and the timer know is all this worker knows
+            if self._claim_unsure:
+                self._adopt_lost_claim()
+            if self._clock() >= self._next_audit:
+                self._audit()
 
     def _claim_is_due(self, now: float) -> bool:
         """The poll's time has come, or a wake-up came at least CLAIM_GAP_S after the last claim."""
@@ -125,10 +153,10 @@ class Pump:
 
     def _has_work(self) -> bool:
         now = self._clock()
-        return self._claim_is_due(now) or bool(self._heap and self._heap[0][0] <= now)
+        return self._claim_is_due(now) or now >= self._next_audit or bool(self._heap and self._heap[0][0] <= now)
 
     def _timeout(self) -> float:
-        until = self._next_claim
+        until = min(self._next_claim, self._next_audit)
         if self._claim_wanted:
             until = min(until, self._last_claim + CLAIM_GAP_S)
         if self._heap:
@@ -160,12 +188,60 @@ class Pump:
             rows = self.store.claim_due(self.worker_id, CLAIM_BATCH, venues=self.executor.venue_names,
                                         unloaded_since=after_ms(-self.executor.unloaded_window_s * 1000))
         except Exception as exc:  # the database is away: look again shortly
+            # PostgreSQL may have committed the claim before the connection died: the pump
+            # looks for what this worker holds there (`_adopt_lost_claim`, after any failure:
+            # asking is cheap)
             log.warning("claiming due orders failed", extra={"error": str(exc)})
+            self._claim_unsure = True
             self._next_claim = self._clock() + DB_RETRY_S
             return []
         if len(rows) == CLAIM_BATCH:
             self.wake()  # there is more
         return [Held.of(r) for r in rows]
+
+    def _known(self) -> set[str]:
+        """The orders this worker knows it holds: in the executor, then on the timer (in
+        that order: a step puts an order back on the timer before it lets go of it)."""
+        known = self.executor.in_flight()
+        with self._cond:
+            known.update(self._latest)
+        return known
+
+    def _adopt_lost_claim(self) -> bool:
+        """After a failed claim: adopt the orders the database says this worker holds and
+        it does not know (those the claim took); False if the database cannot be asked."""
+        try:
+            unknown = self.store.held_ids(self.worker_id) - self._known()
+            if unknown:
+                self._adopt(unknown, "a claim whose answer was lost took orders; running them")
+        except Exception as exc:
+            log.warning("looking for the orders of a failed claim failed", extra={"error": str(exc)})
+            return False
+        self._claim_unsure = False
+        return True
+
+    def _audit(self) -> None:
+        """The self-audit: orders held in the database that this worker has not known
+        of twice in a row are adopted (once may be a step handing an order over)."""
+        self._next_audit = self._clock() + self._audit_s
+        try:
+            unknown = self.store.held_ids(self.worker_id) - self._known()
+            forgotten = unknown & self._suspects
+            self._suspects = unknown - forgotten
+            if forgotten:
+                self._adopt(forgotten, "orders held in the database were unknown to this worker; adopting them")
+        except Exception as exc:  # the database is away: the next audit does it
+            log.warning("the self-audit of held orders failed", extra={"error": str(exc)})
+
+    def _adopt(self, order_ids: set[str], message: str) -> None:
+        """Take these orders up again (new token, due now) and put them on the timer, due
+        now; CLAIM_BATCH at a time, each batch on the timer as soon as it is adopted."""
+        ids = sorted(order_ids)
+        for i in range(0, len(ids), CLAIM_BATCH):
+            adopted = [Held.of(r) for r in self.store.adopt(self.worker_id, ids[i:i + CLAIM_BATCH])]
+            if adopted:  # (an order that ended or was let go meanwhile is not)
+                log.warning(message, extra={"order_ids": [h.id for h in adopted][:50], "orders": len(adopted)})
+                self.later(adopted, 0)
 
     def _expire(self) -> None:
         try:
@@ -179,7 +255,7 @@ class Pump:
         if not orders:
             return []
         try:
-            rows = self.store.held([(h.id, h.token) for h in orders])
+            rows = self.store.held([(h.id, h.token) for h in orders], owner=self.worker_id)
         except Exception as exc:
             log.warning("re-reading orders failed", extra={"error": str(exc)})
             self.later(orders, DB_RETRY_S)

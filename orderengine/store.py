@@ -494,16 +494,46 @@ class OrderStore:
                      .values(work_owner=owner).returning(*orders.c))
             return sorted(conn.execute(claim).all(), key=lambda r: r.work_due_at)
 
-    def held(self, pairs: list[tuple[str, str]]) -> list[Any]:
+    def held(self, pairs: list[tuple[str, str]], owner: str | None = None) -> list[Any]:
         """The snapshots of these (order_id, token) whose token is still current and
-        that are still active: what a worker re-reads before running a step again."""
+        that are still active (and, with `owner`, still held by it: an order whose
+        hand-back committed although its answer was lost is let go): what a worker
+        re-reads before running a step again."""
         if not pairs:
             return []
         tokens = dict(pairs)
+        query = sa.select(orders).where(orders.c.id.in_(list(tokens)), orders.c.status.in_(_ACTIVE_VALUES))
+        if owner is not None:
+            query = query.where(orders.c.work_owner == owner)
         with self.engine.connect() as conn:
-            rows = conn.execute(sa.select(orders).where(orders.c.id.in_(list(tokens)),
-                                                        orders.c.status.in_(_ACTIVE_VALUES))).all()
+            rows = conn.execute(query).all()
         return [r for r in rows if r.work_token == tokens[r.id]]
+
+    def held_ids(self, owner: str) -> set[str]:
+        """The ids of the active orders the database says `owner` holds: what a worker
+        compares with the orders it knows it holds (pump.py, the self-audit). One query
+        on the status index: only active orders are walked (a terminal one has no owner)."""
+        with self.engine.connect() as conn:
+            return set(conn.execute(sa.select(orders.c.id).where(
+                orders.c.status.in_(_ACTIVE_VALUES), orders.c.work_owner == owner)).scalars())
+
+    def adopt(self, owner: str, order_ids: list[str] | set[str]) -> list[Any]:
+        """Take up again orders `owner` holds in the database but had lost track of (a
+        claim whose answer was lost, a forgotten order), each under a new work token and
+        due now, in one statement; the snapshots of those still active and still held by
+        `owner`. The new token makes any step of the old one that might still be running
+        somewhere harmless: its writes find the order moved on."""
+        ids = sorted(order_ids)
+        if not ids:
+            return []
+        tokens = {oid: new_token() for oid in ids}
+        adopt = (sa.update(orders)
+                 .where(orders.c.id.in_(ids), orders.c.work_owner == owner,
+                        orders.c.status.in_(_ACTIVE_VALUES))
+                 .values(work_token=sa.case(tokens, value=orders.c.id), work_due_at=utcnow())
+                 .returning(*orders.c))
+        with self.writer.begin() as conn:
+            return sorted(conn.execute(adopt).all(), key=lambda r: r.id)
 
     def first_events(self, order_ids: list[str]) -> dict[str, Event]:
         """The `pending` event (seq 1) of each of these orders that is stored, by id: which

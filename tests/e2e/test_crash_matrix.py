@@ -309,15 +309,9 @@ def test_an_order_whose_insert_committed_while_postgresql_went_away_is_not_refus
         s.settle_and_audit()
 
 
-CLAIM_BUG = (
-    "found by this matrix, owned by the reliability branch: a claim (OrderStore.claim_due) that "
-    "committed while its connection died leaves the orders held by a live worker that does not "
-    "know it holds them; nobody takes them over (its heartbeat beats on). New orders fail EXPIRED "
-    "after ORDER_TTL_MS; an order claimed in `building`/`submitted` would wait forever. Remove "
-    "this mark with the fix.")
 #: the worker's commits whose answer the cut loses: (what PostgreSQL gets, then its COMMIT)
 WORKER_COMMITS = {
-    "claim": pytest.param(b"UPDATE orders SET work_owner=", marks=pytest.mark.xfail(strict=True, reason=CLAIM_BUG)),
+    "claim": b"UPDATE orders SET work_owner=",    # a claim of due orders (pump.py adopts them)
     "transition": b"INSERT INTO order_events",     # a step's events and snapshots
     "send": b"INSERT INTO sim_transactions",       # the venue's record of the swaps
     "landing": b"UPDATE sim_transactions",         # the chain settling them

@@ -9,6 +9,7 @@ from decimal import Decimal
 import pytest
 import sqlalchemy as sa
 
+from orderengine import pump
 from orderengine.clock import utcnow
 from orderengine.lifecycle import Status
 from orderengine.models import workers
@@ -53,15 +54,16 @@ def record_sends(venue) -> list[str]:
     return sent
 
 
-def order_stopped_in_building(runtime, sent_before_crash: bool) -> tuple[str, dict]:
+def order_stopped_in_building(runtime, sent_before_crash: bool, owner: str = DEAD_WORKER) -> tuple[str, dict]:
     """What a worker that died between the routing decision and (maybe) the send
-    leaves behind: the `building` event with a real decision, held by the dead worker."""
+    leaves behind: the `building` event with a real decision, held by the dead worker
+    (or by `owner`)."""
     token = new_token()
-    held_by_the_dead = Work(token, DEAD_WORKER, utcnow())
+    held_by_the_dead = Work(token, owner, utcnow())
     order_id = runtime.store.create(order_request(amountIn=str(AMOUNT)), held_by_the_dead).order_id
     runtime.store.transition(order_id, Status.ROUTING, token=token, attempt=1, changes={"attempts": 1},
                              data={"venues": sorted(runtime.venues)},
-                             work=Work(token, DEAD_WORKER, utcnow()))
+                             work=Work(token, owner, utcnow()))
     fetcher = QuoteFetcher(runtime.venues, timeout_s=5)
     try:
         outcomes = fetcher.fetch_now(SOL, USDC, AMOUNT)
@@ -107,3 +109,18 @@ def test_an_order_stopped_in_building_resumes_by_lookup_and_fills_once(fleet, ru
     assert events[3].data["txHash"] == events[4].data["txHash"] == txs[0].signature
     # Asked the venue first: what was sent is not sent again; what was not is sent once.
     assert sends == ([] if sent_before_crash else [decision["clientTxId"]])
+
+
+def test_an_order_its_live_worker_forgot_in_building_is_adopted_and_fills_once(fleet, runtime, monkeypatch):
+    """Held in the database by a worker that beats on but does not know it (a claim whose
+    answer was lost, say): no claim or sweep takes it; the worker's self-audit adopts it."""
+    monkeypatch.setattr(pump, "AUDIT_S", 0.2)
+    me = fleet.worker(runtime).runtime.worker.worker_id
+    order_id, decision = order_stopped_in_building(runtime, sent_before_crash=True, owner=me)
+    sends = record_sends(runtime.venues[decision["venue"]])
+
+    wait_for(lambda: status_of(runtime.engine, order_id) == "confirmed", timeout=15, what="adoption")
+
+    assert [e.status.value for e in runtime.store.events(order_id)] == HAPPY_PATH
+    assert [tx.status for tx in chain_txs_of(runtime.engine, order_id)] == ["confirmed"]
+    assert sends == []  # looked up, found on the venue: not sent again
