@@ -7,41 +7,17 @@ Chromium is Debian's /usr/bin/chromium driven through the `playwright` package (
 """
 from __future__ import annotations
 
-import os
 from urllib.parse import urlsplit
 
 import pytest
 
-from tests.e2e.harness import IN_CI, Harness, clean_environ, free_port
+from tests.e2e.browser import chromium  # noqa: F401  (pytest fixture: Debian's Chromium, one per module)
+from tests.e2e.harness import Harness, clean_environ, free_port
 
 pytestmark = pytest.mark.e2e
 
-CHROMIUM = "/usr/bin/chromium"
-CHROMIUM_ARGS = ["--headless=new", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
-                 "--disable-component-update", "--disable-sync", "--no-first-run"]
 RENDER_TIMEOUT_MS = 30_000
 API_KEY = "docs-test-key-0123456789"
-
-
-@pytest.fixture(scope="module")
-def chromium():
-    missing = None
-    try:
-        from playwright.sync_api import sync_playwright
-    except ImportError as exc:
-        missing = f"the playwright package is not installed: {exc}"
-    if missing is None and not os.access(CHROMIUM, os.X_OK):
-        missing = f"{CHROMIUM} is not installed"
-    if missing:
-        if IN_CI:
-            pytest.fail(missing + " (CI=true: the docs page must be tested)")
-        pytest.skip(missing)
-    with sync_playwright() as playwright:
-        browser = playwright.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
-        try:
-            yield browser
-        finally:
-            browser.close()
 
 
 def _serve(tmp_path_factory, **values):
