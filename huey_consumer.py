@@ -9,6 +9,7 @@ import atexit
 
 from orderengine.config import load_settings
 from orderengine.logs import configure_logging
+from orderengine.metrics import serve_worker_metrics
 from orderengine.runtime import Runtime
 
 settings = load_settings()
@@ -17,9 +18,14 @@ runtime = Runtime(settings)
 huey = runtime.huey
 
 
+_exporter = serve_worker_metrics(settings)  # METRICS_PORT, as `orderengine worker` serves it
+
+
 @huey.on_startup()
 def _start_worker_services() -> None:
     runtime.start_worker()  # once per process: start_worker is idempotent
 
 
 atexit.register(runtime.close)
+if _exporter is not None:
+    atexit.register(_exporter.shutdown)
