@@ -28,7 +28,9 @@ No order waits forever (README, "No order waits forever"). Each case and its bou
   - where a transaction may be out (a send that raised, a resumed `building`,
     `submitted`), no new attempt starts until the venue has answered about it: FAILED
     (the attempt failed), or UNKNOWN from a `lookup` made after its validity window
-    (from the latest moment it may have been sent) has passed: for a send that kept
+    (from the latest moment it may have been sent; for an order taken over in `building`,
+    whose earlier sends this worker cannot know, max(building, created + ORDER_TTL_MS) +
+    VENUE_CALL_TIMEOUT_MS, as no send starts past ORDER_TTL_MS) has passed: for a send that kept
     failing, `failed` with the venue's code or STEP_FAILED; for an order past
     ORDER_TTL_MS, or a submitted transaction the venue forgot, `failed` TX_DROPPED.
     Until then a send is repeated only under the same client tx id (idempotent), and
@@ -119,7 +121,8 @@ class Held:
     last_failure: tuple[str, BaseException] | None = None  # (where, what) of the last one
     alone: bool = False                     # run its next step in a group of its own
     #: when this worker last started a send of the current attempt's swap (in memory only;
-    #: a worker that took the order over counts from `since`)
+    #: a worker that took the order over in `building` does not know when the one before
+    #: last sent it: `OrderExecutor._latest_send` bounds that)
     sent_at: dt.datetime | None = None
     #: questions to the venue about its transaction (lookup, status) in a row that it did
     #: not answer (raised, timed out): with the validity window, what VENUE_UNREACHABLE bounds
@@ -160,9 +163,10 @@ class Held:
 
     @property
     def maybe_sent_at(self) -> dt.datetime | None:
-        """The latest moment its transaction may have been sent, as far as this worker knows:
-        where its validity window starts (`building`: recorded before the send; `submitted`:
-        just after it)."""
+        """The latest send of its transaction this worker knows of (`building`: recorded
+        before the send; `submitted`: just after it; and its own last send). For an order
+        taken over in `building` a worker before may have sent it later:
+        `OrderExecutor._latest_send` is where the validity window starts."""
         moments = [m for m in (self.since, self.sent_at) if m is not None]
         return max(moments) if moments else None
 
@@ -346,9 +350,9 @@ class OrderExecutor:
         self._expire([Held.of(r) for r in rows])
         return len(rows)
 
-    def _expired(self, group: list[Held]) -> tuple[list[Held], list[Held]]:
-        """(still in time, past ORDER_TTL_MS)."""
-        deadline = after_ms(-self.settings.order_ttl_ms)
+    def _expired(self, group: list[Held], now: dt.datetime | None = None) -> tuple[list[Held], list[Held]]:
+        """(still in time, past ORDER_TTL_MS) at `now`."""
+        deadline = after_ms(-self.settings.order_ttl_ms, now)
         live, expired = [], []
         for held in group:
             (expired if held.created_at is not None and held.created_at <= deadline else live).append(held)
@@ -505,7 +509,17 @@ class OrderExecutor:
             failed.extend((h, self._expiry()) for h in expired)
         if not to_send:
             return
+        # No send starts past ORDER_TTL_MS, whatever the lookup above took: what bounds the
+        # window of an order taken over in `building` (`_latest_send`)
         sending_at = utcnow()
+        to_send, too_late = self._expired(to_send, sending_at)
+        for held in too_late:
+            if known_unsent:  # never sent
+                failed.append((held, self._expiry()))
+            else:  # the venue never got it, but an earlier send may still land
+                self._stop_sending(venue, held, asked_at, partial(self._dropped_after_expiry, venue), failed)
+        if not to_send:
+            return
         for held in to_send:  # from here it may be out: its validity window starts again
             held.sent_at = sending_at
         swaps = [(SwapRequest(h.decision["pool"], by_symbol(h.token_in), by_symbol(h.token_out), h.amount_in,
@@ -570,7 +584,25 @@ class OrderExecutor:
     def _window_end(self, venue: Venue, held: Held) -> dt.datetime:
         """When the order's transaction can no longer land: the venue's validity window from
         the latest moment it may have been sent."""
-        return (held.maybe_sent_at or utcnow()) + dt.timedelta(seconds=_window(venue))
+        return (self._latest_send(held) or utcnow()) + dt.timedelta(seconds=_window(venue))
+
+    def _latest_send(self, held: Held) -> dt.datetime | None:
+        """The latest moment the order's transaction may have been sent. `submitted` is
+        recorded after its send answered, and this worker knows its own sends (`sent_at`).
+        But an order in `building` that this worker has not sent may have been sent by the
+        worker that held it before (that died, or lost it), and sent again under the same
+        client tx id until ORDER_TTL_MS (no send starts later: `_send_to`), each send
+        lasting up to VENUE_CALL_TIMEOUT_MS; when is not recorded (`sent_at` is in memory
+        only), so the bound is taken: max(since, created_at + ORDER_TTL_MS) plus
+        VENUE_CALL_TIMEOUT_MS."""
+        if held.status != Status.BUILDING.value or held.sent_at is not None:
+            return held.maybe_sent_at
+        moments = [held.since] if held.since is not None else []
+        if held.created_at is not None:
+            moments.append(held.created_at + dt.timedelta(milliseconds=self.settings.order_ttl_ms))
+        if not moments:
+            return None
+        return max(moments) + dt.timedelta(milliseconds=self.settings.venue_call_timeout_ms)
 
     def _lookups(self, venue: Venue, orders: list[Held], failed: list) -> list[TxStatus] | None:
         """`lookup` of each order's transaction by client tx id; None if the venue did not
@@ -768,7 +800,8 @@ class OrderExecutor:
             return
         window = self.unloaded_window_s
         now = utcnow()
-        overdue = [h for h in orders if h.since is not None and now >= h.since + dt.timedelta(seconds=window)]
+        overdue = [h for h in orders if (sent := self._latest_send(h)) is not None
+                   and now >= sent + dt.timedelta(seconds=window)]
         if overdue:
             log.error("the venue of an order in flight is not loaded, past its validity window; failing it",
                       extra={"venue": name, "order_ids": [h.id for h in overdue][:20]})
