@@ -36,8 +36,8 @@ No order waits forever (README, "No order waits forever"). Each case and its bou
     Until then a send is repeated only under the same client tx id (idempotent), and
     not at all once STEP_MAX_FAILURES is reached or ORDER_TTL_MS has passed. EXPIRED
     is only for orders of which nothing can have been sent;
-  - a venue that cannot answer at all (lookup/status raise or time out) about such a
-    transaction is asked again after the backoff (at the window's end at the latest),
+  - a venue that cannot answer at all (lookup/status raise or time out, or answer a
+    malformed status: `_sane`) about such a transaction is asked again after the backoff (at the window's end at the latest),
     until the validity window has passed AND STEP_MAX_FAILURES questions in a row went
     unanswered: then `failed` VENUE_UNREACHABLE, with no new attempt and nothing sent;
     its message and event data say the outcome is unknown and what to reconcile;
@@ -82,6 +82,7 @@ from orderengine.venue import QuoteRequest, SwapRequest, TxState, TxStatus, Venu
 log = logging.getLogger(__name__)
 
 PRICE_PLACES = Decimal("1e-12")
+AMOUNT_LIMIT = Decimal("1e22")  # amounts are NUMERIC(40, 18): below this, or not recordable
 POLL_MIN_S = 0.1            # confirmation polls: no more often than this
 POLL_MAX_S = 2.0
 STEP_RETRY_MIN_S = 0.05     # a step that broke runs again after RETRY_BACKOFF_MS (at least this),
@@ -491,11 +492,11 @@ class OrderExecutor:
         late = {id(h) for h in expired}
         if not known_unsent:
             asked_at = utcnow()
-            statuses = self._lookups(venue, orders, failed)
-            if statuses is None:
+            answers = self._lookups(venue, orders, failed)
+            if answers is None:
                 return
             to_send = []
-            for held, status in zip(orders, statuses):
+            for held, status in answers:
                 if status.state is not TxState.UNKNOWN:
                     submitted.append((held, status.signature))  # it went out before: it was in time
                 elif self._exhausted(held):  # never got it, after all those tries: stop sending
@@ -544,10 +545,10 @@ class OrderExecutor:
         if refused:
             # The venue refused: if it also says it never received the transaction, the
             # attempt failed; if it has it after all, go on with it.
-            statuses = self._lookups(venue, [h for h, _ in refused], failed)
-            for (held, error), status in zip(refused, statuses or []):
+            errors = {id(h): e for h, e in refused}
+            for held, status in self._lookups(venue, [h for h, _ in refused], failed) or []:
                 if status.state is TxState.UNKNOWN:
-                    failed.append((held, error))
+                    failed.append((held, errors[id(held)]))
                 else:
                     submitted.append((held, status.signature))
 
@@ -604,9 +605,10 @@ class OrderExecutor:
             return None
         return max(moments) + dt.timedelta(milliseconds=self.settings.venue_call_timeout_ms)
 
-    def _lookups(self, venue: Venue, orders: list[Held], failed: list) -> list[TxStatus] | None:
-        """`lookup` of each order's transaction by client tx id; None if the venue did not
-        answer (`_unanswered` then asks again later, or ends the orders)."""
+    def _lookups(self, venue: Venue, orders: list[Held], failed: list) -> list[tuple[Held, TxStatus]] | None:
+        """`lookup` of each order's transaction by client tx id: (order, status) for each
+        answered; None if the venue did not answer (`_unanswered` then asks again later, or
+        ends the orders). An order whose answer is malformed is left out (`_sane`)."""
         try:
             statuses = _one_each(self._call(venue, venue.lookups, [h.decision["clientTxId"] for h in orders]),
                                  orders, venue, "lookups")
@@ -614,9 +616,32 @@ class OrderExecutor:
             log.warning("lookup failed; will ask again", extra={"venue": venue.name, "error": str(exc)})
             self._unanswered(venue, orders, exc, "_send", failed)
             return None
-        for held in orders:
+        answers = self._sane(venue, "lookups", orders, statuses, "_send", failed, signed=True)
+        for held, _ in answers:
             held.lookup_failures = 0
-        return statuses
+        return answers
+
+    def _sane(self, venue: Venue, method: str, orders: list[Held], statuses: list, where: str,
+              failed: list, signed: bool = False) -> list[tuple[Held, TxStatus]]:
+        """The (order, status) pairs of a batch answer that can be used. An answer that
+        cannot (not a TxStatus, a state that is no TxState, CONFIRMED without finite positive
+        Decimal amounts, ...: `_malformed`) counts as the venue not answering about that
+        transaction (`_unanswered`): asked again after the backoff and, once the validity
+        window has passed and STEP_MAX_FAILURES questions in a row got no usable answer,
+        `failed` VENUE_UNREACHABLE, its message naming the malformed statuses. Never acted on
+        (a confirmation on a guess, or a step that raises on it for ever)."""
+        answers = []
+        for held, status in zip(orders, statuses):
+            problem = _malformed(status, signed)
+            if problem is None:
+                answers.append((held, status))
+                continue
+            log.warning("malformed status from a venue; counted as no answer, will ask again",
+                        extra={"order_id": held.id, "venue": venue.name, "method": method,
+                               "problem": problem})
+            error = MalformedStatus(f"{venue.name}.{method}: {problem}")
+            self._unanswered(venue, [held], error, where, failed)
+        return answers
 
     def _unanswered(self, venue: Venue, orders: list[Held], exc: BaseException, where: str,
                     failed: list) -> None:
@@ -643,10 +668,16 @@ class OrderExecutor:
                   "the order ends failed with its outcome unknown",
                   extra={"order_id": held.id, "venue": venue.name, "tx_hash": held.tx_hash,
                          "client_tx_id": client_tx_id, "sent_at": sent_at})
+        if isinstance(exc, MalformedStatus):
+            what = (f"gave no usable answer to {held.lookup_failures} questions in a row about {tx}: "
+                    f"it answered malformed statuses (the last: {str(exc)[:200]}). The transaction was "
+                    f"sent around {sent_at}, and its validity window ({_window(venue):g} s) has passed")
+        else:
+            what = (f"did not answer {held.lookup_failures} questions in a row about {tx}, sent around "
+                    f"{sent_at}, and its validity window ({_window(venue):g} s) has passed (the last: "
+                    f"{type(exc).__name__}: {str(exc)[:200]})")
         return VenueUnreachable(
-            f"Outcome unknown: {venue.name} did not answer {held.lookup_failures} questions in a row about "
-            f"{tx}, sent around {sent_at}, and its validity window ({_window(venue):g} s) has "
-            f"passed (the last: {type(exc).__name__}: {str(exc)[:200]}). The swap may have filled: "
+            f"Outcome unknown: {venue.name} {what}. The swap may have filled: "
             "reconcile with the venue. Not sent again.",
             venue=venue.name, tx_hash=held.tx_hash, client_tx_id=client_tx_id, sent_at=sent_at)
 
@@ -675,7 +706,7 @@ class OrderExecutor:
                     log.warning("status query failed; will ask again", extra={"venue": name, "error": str(exc)})
                     self._unanswered(venue, chunk, exc, "_settle", failed)
                     continue
-                for held, status in zip(chunk, statuses):
+                for held, status in self._sane(venue, "statuses", chunk, statuses, "_settle", failed):
                     if status.state is TxState.UNKNOWN:
                         # not an answer that ends the wait: the last `lookup` (`_lost`) must
                         # come, so a venue that cannot answer that one is still bounded
@@ -714,7 +745,7 @@ class OrderExecutor:
             log.warning("last lookup failed; will ask again", extra={"venue": venue.name, "error": str(exc)})
             self._unanswered(venue, overdue, exc, "_settle", failed)
             return
-        for held, status in zip(overdue, last):
+        for held, status in self._sane(venue, "lookups", overdue, last, "_settle", failed):
             if _ended(held, status, confirmed, failed):
                 continue
             if status.state is TxState.PENDING:
@@ -840,6 +871,43 @@ def _one_each(answers: list, asked: list, venue: Venue, method: str) -> list:
     if len(answers) != len(asked):
         raise ValueError(f"{venue.name}.{method} answered {len(answers)} items for {len(asked)}")
     return answers
+
+
+class MalformedStatus(ValueError):
+    """A venue answered about a transaction with a status that cannot be used."""
+
+
+def _malformed(status: Any, signed: bool = False) -> str | None:
+    """Why a venue's status of a transaction cannot be used, or None when it can. `signed`:
+    the answer's signature is used (a lookup before a send), so one that says the venue has
+    the transaction must carry it."""
+    if not isinstance(status, TxStatus):
+        return f"answered {type(status).__name__}, not a TxStatus"
+    if not isinstance(status.state, TxState):
+        return f"state {status.state!r} is not a TxState"
+    if signed and status.state is not TxState.UNKNOWN and not (isinstance(status.signature, str)
+                                                                and status.signature):
+        return f"{status.state.value} without a signature: {status.signature!r}"
+    if status.state is TxState.CONFIRMED:
+        for name in ("amount_in", "amount_out", "fee"):
+            value = getattr(status, name)
+            if not (isinstance(value, Decimal) and value.is_finite() and abs(value) < AMOUNT_LIMIT
+                    and (value > 0 or (name == "fee" and value == 0))):
+                need = "a finite Decimal >= 0" if name == "fee" else "a finite positive Decimal"
+                return f"confirmed with {name}={value!r} ({need} below {AMOUNT_LIMIT:E} is needed)"
+        try:
+            price = (status.amount_out / status.amount_in).quantize(PRICE_PLACES)
+        except ArithmeticError:
+            price = None
+        if price is None or price >= AMOUNT_LIMIT:
+            return ("confirmed with amounts whose price cannot be recorded: "
+                    f"{status.amount_out!r} / {status.amount_in!r}")
+    elif status.state is TxState.FAILED:
+        for name in ("error_code", "error_message"):
+            value = getattr(status, name)
+            if value is not None and not isinstance(value, str):
+                return f"failed with {name}={value!r} (a string or None is needed)"
+    return None
 
 
 def _ended(held: Held, status: TxStatus, confirmed: list, failed: list) -> bool:

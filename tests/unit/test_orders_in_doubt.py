@@ -16,7 +16,7 @@ from orderengine.intake import submit_order
 from orderengine.runtime import Runtime, WorkerServices
 from orderengine.schemas import parse_order_request
 from orderengine.tokens import SOL, USDC
-from orderengine.venue import SwapRequest, Venue
+from orderengine.venue import SwapRequest, TxState, TxStatus, Venue
 from tests.fakes import DeafVenue, FakeVenue, LateLanding, registry_of
 from tests.unit.conftest import SOL_USDC, wait_terminal
 from tests.unit.test_no_order_waits_forever import order_in_building_on
@@ -70,6 +70,27 @@ def test_past_its_window_an_order_is_still_asked_about_step_max_failures_times_b
     assert len(venue.asked) == 4 and venue.executions == 1
     gaps = [b - a for a, b in zip(venue.asked, venue.asked[1:])]  # the backoff: 0.2, 0.4, 0.8 s
     assert [g >= dt.timedelta(seconds=0.2 * 2 ** i) for i, g in enumerate(gaps)] == [True] * 3
+
+
+class UnsignedLookups(FakeVenue):
+    """Its send raises after the venue took it; its lookups then say PENDING without the
+    signature the engine would record: a malformed answer, not one to go on with."""
+
+    def lookups(self, client_tx_ids):
+        self.asked = getattr(self, "asked", 0) + 1
+        return [TxStatus(TxState.PENDING) for _ in client_tx_ids]
+
+
+def test_a_venue_whose_lookups_are_malformed_ends_the_order_venue_unreachable_after_its_window(start_engine):
+    venue = UnsignedLookups("alpha", fail_sends=1)
+    venue.validity_window_s = 1.0
+    rt = start_engine(venue, step_max_failures=3, retry_backoff_ms=50)
+    row = wait_terminal(rt, submit(rt), timeout=20)
+    events = rt.store.events(row.id)
+    assert statuses(events) == ["pending", "routing", "building", "failed"]
+    assert row.error["code"] == "VENUE_UNREACHABLE" and "malformed statuses" in row.error["message"]
+    assert events[-1].at - events[-2].at >= dt.timedelta(seconds=1.0) and venue.asked >= 3
+    assert venue.executions == 1  # never sent again
 
 
 @pytest.mark.parametrize("where", ["building", "submitted"])
@@ -156,7 +177,7 @@ def taken_over(settings):
     rt.close()
 
 
-def test_an_order_taken_over_in_building_past_its_ttl_is_not_dropped_while_a_send_of_the_worker_before_can_land(
+def test_an_order_taken_over_in_building_past_its_ttl_waits_while_a_send_of_the_worker_before_can_land(
         taken_over):
     rt, alpha, order_id, step_at = taken_over
     # past the TTL, past the window from `building`, and past the window from the TTL alone
@@ -211,7 +232,8 @@ def test_no_send_starts_past_the_ttl_even_when_the_lookup_before_it_ends_past_it
             return super().lookups(client_tx_ids)
 
     alpha = SlowLookups("alpha")
-    rt = Runtime(settings.replace(order_ttl_ms=1000, venue_call_timeout_ms=5_000), registry=registry_of(alpha))
+    rt = Runtime(settings.replace(order_ttl_ms=1000, venue_call_timeout_ms=5_000),
+                 registry=registry_of(alpha))
     services = WorkerServices(rt)
     try:
         order_id = order_in_building_on(rt, "alpha")
