@@ -112,9 +112,10 @@ class Held:
     created_at: dt.datetime | None = None
     venue: str | None = None
     tx_hash: str | None = None
-    #: when it entered its status: for `building`/`submitted`, when its transaction was
-    #: (possibly) sent, where the venue's validity window starts (the orders row's
-    #: updated_at is its last event's `at`: polls and claims do not touch it)
+    #: when it entered its status: for `submitted`, just after its transaction was sent; for
+    #: `building`, just before its first send (the validity window starts from the latest
+    #: send: `OrderExecutor._latest_send`). The orders row's updated_at is its last event's
+    #: `at`: polls and claims do not touch it
     since: dt.datetime | None = None
     decision: dict[str, Any] | None = None  # the routing decision, while building
     reload: bool = False                    # re-read from the database before the next step
