@@ -30,16 +30,16 @@ No order waits forever (README, "No order waits forever"). Each case and its bou
     (the attempt failed), or UNKNOWN from a `lookup` made after its validity window
     (from the latest moment it may have been sent; for an order taken over in `building`,
     whose earlier sends this worker cannot know, max(building, created + ORDER_TTL_MS) +
-    VENUE_CALL_TIMEOUT_MS, as no send starts past ORDER_TTL_MS) has passed: for a send that kept
-    failing, `failed` with the venue's code or STEP_FAILED; for an order past
+    VENUE_CALL_TIMEOUT_MS, as no send starts past ORDER_TTL_MS) has passed: for a send
+    that kept failing, `failed` with the venue's code or STEP_FAILED; for an order past
     ORDER_TTL_MS, or a submitted transaction the venue forgot, `failed` TX_DROPPED.
     Until then a send is repeated only under the same client tx id (idempotent), and
     not at all once STEP_MAX_FAILURES is reached or ORDER_TTL_MS has passed. EXPIRED
     is only for orders of which nothing can have been sent;
   - a venue that cannot answer at all (lookup/status raise or time out, or answer a
-    malformed status: `_sane`) about such a transaction is asked again after the backoff (at the window's end at the latest),
-    until the validity window has passed AND STEP_MAX_FAILURES questions in a row went
-    unanswered: then `failed` VENUE_UNREACHABLE, with no new attempt and nothing sent;
+    malformed status: `_sane`) about such a transaction is asked again after the backoff
+    (at the window's end at the latest), until the validity window has passed AND
+    STEP_MAX_FAILURES questions in a row went unanswered: then `failed` VENUE_UNREACHABLE, with no new attempt and nothing sent;
     its message and event data say the outcome is unknown and what to reconcile;
   - a venue not loaded here: nothing sent -> the attempt fails VENUE_UNAVAILABLE (a new
     attempt routes afresh); maybe sent -> the order is handed back for a worker that
