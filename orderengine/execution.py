@@ -40,7 +40,8 @@ No order waits forever (README, "No order waits forever"). Each case and its bou
     malformed status: `_sane`) about such a transaction is asked again after the backoff
     (at the window's end at the latest), until the validity window has passed AND
     STEP_MAX_FAILURES questions in a row went unanswered: then `failed` VENUE_UNREACHABLE,
-    with no new attempt and nothing sent; its message and event data say the outcome is unknown and what to reconcile;
+    with no new attempt and nothing sent; its message and event data say the outcome is
+    unknown and what to reconcile;
   - a venue not loaded here: nothing sent -> the attempt fails VENUE_UNAVAILABLE (a new
     attempt routes afresh); maybe sent -> the order is handed back for a worker that
     has the venue, and after the venue's validity window (when it can no longer land)
