@@ -28,17 +28,20 @@ No order waits forever (README, "No order waits forever"). Each case and its bou
   - where a transaction may be out (a send that raised, a resumed `building`,
     `submitted`), no new attempt starts until the venue has answered about it: FAILED
     (the attempt failed), or UNKNOWN from a `lookup` made after its validity window
-    (from the latest moment it may have been sent) has passed: for a send that kept
-    failing, `failed` with the venue's code or STEP_FAILED; for an order past
+    (from the latest moment it may have been sent; for an order taken over in `building`,
+    whose earlier sends this worker cannot know, max(building, created + ORDER_TTL_MS) +
+    VENUE_CALL_TIMEOUT_MS, as no send starts past ORDER_TTL_MS) has passed: for a send
+    that kept failing, `failed` with the venue's code or STEP_FAILED; for an order past
     ORDER_TTL_MS, or a submitted transaction the venue forgot, `failed` TX_DROPPED.
     Until then a send is repeated only under the same client tx id (idempotent), and
     not at all once STEP_MAX_FAILURES is reached or ORDER_TTL_MS has passed. EXPIRED
     is only for orders of which nothing can have been sent;
-  - a venue that cannot answer at all (lookup/status raise or time out) about such a
-    transaction is asked again after the backoff (at the window's end at the latest),
-    until the validity window has passed AND STEP_MAX_FAILURES questions in a row went
-    unanswered: then `failed` VENUE_UNREACHABLE, with no new attempt and nothing sent;
-    its message and event data say the outcome is unknown and what to reconcile;
+  - a venue that cannot answer at all (lookup/status raise or time out, or answer a
+    malformed status: `_sane`) about such a transaction is asked again after the backoff
+    (at the window's end at the latest), until the validity window has passed AND
+    STEP_MAX_FAILURES questions in a row went unanswered: then `failed` VENUE_UNREACHABLE,
+    with no new attempt and nothing sent; its message and event data say the outcome is
+    unknown and what to reconcile;
   - a venue not loaded here: nothing sent -> the attempt fails VENUE_UNAVAILABLE (a new
     attempt routes afresh); maybe sent -> the order is handed back for a worker that
     has the venue, and after the venue's validity window (when it can no longer land)
@@ -81,6 +84,7 @@ from orderengine.venue import QuoteRequest, SwapRequest, TxState, TxStatus, Venu
 log = logging.getLogger(__name__)
 
 PRICE_PLACES = Decimal("1e-12")
+AMOUNT_LIMIT = Decimal("1e22")  # amounts are NUMERIC(40, 18): below this, or not recordable
 POLL_MIN_S = 0.1            # confirmation polls: no more often than this
 POLL_MAX_S = 2.0
 STEP_RETRY_MIN_S = 0.05     # a step that broke runs again after RETRY_BACKOFF_MS (at least this),
@@ -110,9 +114,10 @@ class Held:
     created_at: dt.datetime | None = None
     venue: str | None = None
     tx_hash: str | None = None
-    #: when it entered its status: for `building`/`submitted`, when its transaction was
-    #: (possibly) sent, where the venue's validity window starts (the orders row's
-    #: updated_at is its last event's `at`: polls and claims do not touch it)
+    #: when it entered its status: for `submitted`, just after its transaction was sent; for
+    #: `building`, just before its first send (the validity window starts from the latest
+    #: send: `OrderExecutor._latest_send`). The orders row's updated_at is its last event's
+    #: `at`: polls and claims do not touch it
     since: dt.datetime | None = None
     decision: dict[str, Any] | None = None  # the routing decision, while building
     reload: bool = False                    # re-read from the database before the next step
@@ -120,7 +125,8 @@ class Held:
     last_failure: tuple[str, BaseException] | None = None  # (where, what) of the last one
     alone: bool = False                     # run its next step in a group of its own
     #: when this worker last started a send of the current attempt's swap (in memory only;
-    #: a worker that took the order over counts from `since`)
+    #: a worker that took the order over in `building` does not know when the one before
+    #: last sent it: `OrderExecutor._latest_send` bounds that)
     sent_at: dt.datetime | None = None
     #: questions to the venue about its transaction (lookup, status) in a row that it did
     #: not answer (raised, timed out): with the validity window, what VENUE_UNREACHABLE bounds
@@ -161,9 +167,10 @@ class Held:
 
     @property
     def maybe_sent_at(self) -> dt.datetime | None:
-        """The latest moment its transaction may have been sent, as far as this worker knows:
-        where its validity window starts (`building`: recorded before the send; `submitted`:
-        just after it)."""
+        """The latest send of its transaction this worker knows of (`building`: recorded
+        before the send; `submitted`: just after it; and its own last send). For an order
+        taken over in `building` a worker before may have sent it later:
+        `OrderExecutor._latest_send` is where the validity window starts."""
         moments = [m for m in (self.since, self.sent_at) if m is not None]
         return max(moments) if moments else None
 
@@ -376,9 +383,9 @@ class OrderExecutor:
         self._expire([Held.of(r) for r in rows])
         return len(rows)
 
-    def _expired(self, group: list[Held]) -> tuple[list[Held], list[Held]]:
-        """(still in time, past ORDER_TTL_MS)."""
-        deadline = after_ms(-self.settings.order_ttl_ms)
+    def _expired(self, group: list[Held], now: dt.datetime | None = None) -> tuple[list[Held], list[Held]]:
+        """(still in time, past ORDER_TTL_MS) at `now`."""
+        deadline = after_ms(-self.settings.order_ttl_ms, now)
         live, expired = [], []
         for held in group:
             (expired if held.created_at is not None and held.created_at <= deadline else live).append(held)
@@ -524,11 +531,11 @@ class OrderExecutor:
         late = {id(h) for h in expired}
         if not known_unsent:
             asked_at = utcnow()
-            statuses = self._lookups(venue, orders, failed)
-            if statuses is None:
+            answers = self._lookups(venue, orders, failed)
+            if answers is None:
                 return
             to_send = []
-            for held, status in zip(orders, statuses):
+            for held, status in answers:
                 if status.state is not TxState.UNKNOWN:
                     submitted.append((held, status.signature))  # it went out before: it was in time
                 elif self._exhausted(held):  # never got it, after all those tries: stop sending
@@ -542,7 +549,17 @@ class OrderExecutor:
             failed.extend((h, self._expiry()) for h in expired)
         if not to_send:
             return
+        # No send starts past ORDER_TTL_MS, whatever the lookup above took: what bounds the
+        # window of an order taken over in `building` (`_latest_send`)
         sending_at = utcnow()
+        to_send, too_late = self._expired(to_send, sending_at)
+        for held in too_late:
+            if known_unsent:  # never sent
+                failed.append((held, self._expiry()))
+            else:  # the venue never got it, but an earlier send may still land
+                self._stop_sending(venue, held, asked_at, partial(self._dropped_after_expiry, venue), failed)
+        if not to_send:
+            return
         for held in to_send:  # from here it may be out: its validity window starts again
             held.sent_at = sending_at
         swaps = [(SwapRequest(h.decision["pool"], by_symbol(h.token_in), by_symbol(h.token_out), h.amount_in,
@@ -567,10 +584,10 @@ class OrderExecutor:
         if refused:
             # The venue refused: if it also says it never received the transaction, the
             # attempt failed; if it has it after all, go on with it.
-            statuses = self._lookups(venue, [h for h, _ in refused], failed)
-            for (held, error), status in zip(refused, statuses or []):
+            errors = {id(h): e for h, e in refused}
+            for held, status in self._lookups(venue, [h for h, _ in refused], failed) or []:
                 if status.state is TxState.UNKNOWN:
-                    failed.append((held, error))
+                    failed.append((held, errors[id(held)]))
                 else:
                     submitted.append((held, status.signature))
 
@@ -607,11 +624,30 @@ class OrderExecutor:
     def _window_end(self, venue: Venue, held: Held) -> dt.datetime:
         """When the order's transaction can no longer land: the venue's validity window from
         the latest moment it may have been sent."""
-        return (held.maybe_sent_at or utcnow()) + dt.timedelta(seconds=_window(venue))
+        return (self._latest_send(held) or utcnow()) + dt.timedelta(seconds=_window(venue))
 
-    def _lookups(self, venue: Venue, orders: list[Held], failed: list) -> list[TxStatus] | None:
-        """`lookup` of each order's transaction by client tx id; None if the venue did not
-        answer (`_unanswered` then asks again later, or ends the orders)."""
+    def _latest_send(self, held: Held) -> dt.datetime | None:
+        """The latest moment the order's transaction may have been sent. `submitted` is
+        recorded after its send answered, and this worker knows its own sends (`sent_at`).
+        But an order in `building` that this worker has not sent may have been sent by the
+        worker that held it before (that died, or lost it), and sent again under the same
+        client tx id until ORDER_TTL_MS (no send starts later: `_send_to`), each send
+        lasting up to VENUE_CALL_TIMEOUT_MS; when is not recorded (`sent_at` is in memory
+        only), so the bound is taken: max(since, created_at + ORDER_TTL_MS) plus
+        VENUE_CALL_TIMEOUT_MS."""
+        if held.status != Status.BUILDING.value or held.sent_at is not None:
+            return held.maybe_sent_at
+        moments = [held.since] if held.since is not None else []
+        if held.created_at is not None:
+            moments.append(held.created_at + dt.timedelta(milliseconds=self.settings.order_ttl_ms))
+        if not moments:
+            return None
+        return max(moments) + dt.timedelta(milliseconds=self.settings.venue_call_timeout_ms)
+
+    def _lookups(self, venue: Venue, orders: list[Held], failed: list) -> list[tuple[Held, TxStatus]] | None:
+        """`lookup` of each order's transaction by client tx id: (order, status) for each
+        answered; None if the venue did not answer (`_unanswered` then asks again later, or
+        ends the orders). An order whose answer is malformed is left out (`_sane`)."""
         try:
             statuses = _one_each(self._call(venue, venue.lookups, [h.decision["clientTxId"] for h in orders]),
                                  orders, venue, "lookups")
@@ -619,9 +655,32 @@ class OrderExecutor:
             log.warning("lookup failed; will ask again", extra={"venue": venue.name, "error": str(exc)})
             self._unanswered(venue, orders, exc, "_send", failed)
             return None
-        for held in orders:
+        answers = self._sane(venue, "lookups", orders, statuses, "_send", failed, signed=True)
+        for held, _ in answers:
             held.lookup_failures = 0
-        return statuses
+        return answers
+
+    def _sane(self, venue: Venue, method: str, orders: list[Held], statuses: list, where: str,
+              failed: list, signed: bool = False) -> list[tuple[Held, TxStatus]]:
+        """The (order, status) pairs of a batch answer that can be used. An answer that
+        cannot (not a TxStatus, a state that is no TxState, CONFIRMED without finite positive
+        Decimal amounts, ...: `_malformed`) counts as the venue not answering about that
+        transaction (`_unanswered`): asked again after the backoff and, once the validity
+        window has passed and STEP_MAX_FAILURES questions in a row got no usable answer,
+        `failed` VENUE_UNREACHABLE, its message naming the malformed statuses. Never acted on
+        (a confirmation on a guess, or a step that raises on it for ever)."""
+        answers = []
+        for held, status in zip(orders, statuses):
+            problem = _malformed(status, signed)
+            if problem is None:
+                answers.append((held, status))
+                continue
+            log.warning("malformed status from a venue; counted as no answer, will ask again",
+                        extra={"order_id": held.id, "venue": venue.name, "method": method,
+                               "problem": problem})
+            error = MalformedStatus(f"{venue.name}.{method}: {problem}")
+            self._unanswered(venue, [held], error, where, failed)
+        return answers
 
     def _unanswered(self, venue: Venue, orders: list[Held], exc: BaseException, where: str,
                     failed: list) -> None:
@@ -648,10 +707,16 @@ class OrderExecutor:
                   "the order ends failed with its outcome unknown",
                   extra={"order_id": held.id, "venue": venue.name, "tx_hash": held.tx_hash,
                          "client_tx_id": client_tx_id, "sent_at": sent_at})
+        if isinstance(exc, MalformedStatus):
+            what = (f"gave no usable answer to {held.lookup_failures} questions in a row about {tx}: "
+                    f"it answered malformed statuses (the last: {str(exc)[:200]}). The transaction was "
+                    f"sent around {sent_at}, and its validity window ({_window(venue):g} s) has passed")
+        else:
+            what = (f"did not answer {held.lookup_failures} questions in a row about {tx}, sent around "
+                    f"{sent_at}, and its validity window ({_window(venue):g} s) has passed (the last: "
+                    f"{type(exc).__name__}: {str(exc)[:200]})")
         return VenueUnreachable(
-            f"Outcome unknown: {venue.name} did not answer {held.lookup_failures} questions in a row about "
-            f"{tx}, sent around {sent_at}, and its validity window ({_window(venue):g} s) has "
-            f"passed (the last: {type(exc).__name__}: {str(exc)[:200]}). The swap may have filled: "
+            f"Outcome unknown: {venue.name} {what}. The swap may have filled: "
             "reconcile with the venue. Not sent again.",
             venue=venue.name, tx_hash=held.tx_hash, client_tx_id=client_tx_id, sent_at=sent_at)
 
@@ -680,7 +745,7 @@ class OrderExecutor:
                     log.warning("status query failed; will ask again", extra={"venue": name, "error": str(exc)})
                     self._unanswered(venue, chunk, exc, "_settle", failed)
                     continue
-                for held, status in zip(chunk, statuses):
+                for held, status in self._sane(venue, "statuses", chunk, statuses, "_settle", failed):
                     if status.state is TxState.UNKNOWN:
                         # not an answer that ends the wait: the last `lookup` (`_lost`) must
                         # come, so a venue that cannot answer that one is still bounded
@@ -719,7 +784,7 @@ class OrderExecutor:
             log.warning("last lookup failed; will ask again", extra={"venue": venue.name, "error": str(exc)})
             self._unanswered(venue, overdue, exc, "_settle", failed)
             return
-        for held, status in zip(overdue, last):
+        for held, status in self._sane(venue, "lookups", overdue, last, "_settle", failed):
             if _ended(held, status, confirmed, failed):
                 continue
             if status.state is TxState.PENDING:
@@ -805,7 +870,8 @@ class OrderExecutor:
             return
         window = self.unloaded_window_s
         now = utcnow()
-        overdue = [h for h in orders if h.since is not None and now >= h.since + dt.timedelta(seconds=window)]
+        overdue = [h for h in orders if (sent := self._latest_send(h)) is not None
+                   and now >= sent + dt.timedelta(seconds=window)]
         if overdue:
             log.error("the venue of an order in flight is not loaded, past its validity window; failing it",
                       extra={"venue": name, "order_ids": [h.id for h in overdue][:20]})
@@ -844,6 +910,43 @@ def _one_each(answers: list, asked: list, venue: Venue, method: str) -> list:
     if len(answers) != len(asked):
         raise ValueError(f"{venue.name}.{method} answered {len(answers)} items for {len(asked)}")
     return answers
+
+
+class MalformedStatus(ValueError):
+    """A venue answered about a transaction with a status that cannot be used."""
+
+
+def _malformed(status: Any, signed: bool = False) -> str | None:
+    """Why a venue's status of a transaction cannot be used, or None when it can. `signed`:
+    the answer's signature is used (a lookup before a send), so one that says the venue has
+    the transaction must carry it."""
+    if not isinstance(status, TxStatus):
+        return f"answered {type(status).__name__}, not a TxStatus"
+    if not isinstance(status.state, TxState):
+        return f"state {status.state!r} is not a TxState"
+    if signed and status.state is not TxState.UNKNOWN and not (isinstance(status.signature, str)
+                                                                and status.signature):
+        return f"{status.state.value} without a signature: {status.signature!r}"
+    if status.state is TxState.CONFIRMED:
+        for name in ("amount_in", "amount_out", "fee"):
+            value = getattr(status, name)
+            if not (isinstance(value, Decimal) and value.is_finite() and abs(value) < AMOUNT_LIMIT
+                    and (value > 0 or (name == "fee" and value == 0))):
+                need = "a finite Decimal >= 0" if name == "fee" else "a finite positive Decimal"
+                return f"confirmed with {name}={value!r} ({need} below {AMOUNT_LIMIT:E} is needed)"
+        try:
+            price = (status.amount_out / status.amount_in).quantize(PRICE_PLACES)
+        except ArithmeticError:
+            price = None
+        if price is None or price >= AMOUNT_LIMIT:
+            return ("confirmed with amounts whose price cannot be recorded: "
+                    f"{status.amount_out!r} / {status.amount_in!r}")
+    elif status.state is TxState.FAILED:
+        for name in ("error_code", "error_message"):
+            value = getattr(status, name)
+            if value is not None and not isinstance(value, str):
+                return f"failed with {name}={value!r} (a string or None is needed)"
+    return None
 
 
 def _ended(held: Held, status: TxStatus, confirmed: list, failed: list) -> bool:

@@ -12,18 +12,20 @@ import uuid
 
 import pytest
 from prometheus_client import generate_latest
+from sqlalchemy.exc import OperationalError
 from websockets.sync.client import connect
 from werkzeug.serving import make_server
 
 from orderengine import metrics
 from orderengine.config import ConfigError
 from orderengine.errors import NoRoute
+from orderengine.lifecycle import Status
 from orderengine.worker import EmbeddedWorker
 from tests.conftest import make_settings
 from tests.fakes import FakeVenue
 from tests.scraping import Scrape
 from tests.unit.conftest import SOL_USDC, wait_for, wait_terminal
-from tests.unit.test_step_failures import OneBadAnswer, place
+from tests.unit.test_step_failures import place
 
 
 def unique(name: str) -> str:
@@ -97,8 +99,15 @@ def test_failed_attempts_are_counted_by_error_code_and_venue(client, runtime, st
 
 
 def test_a_step_that_raises_is_counted_once_under_the_step_that_raised(client, start_engine):
-    venue = OneBadAnswer(unique("alpha"), bad_amount="0.5")  # its answer breaks _confirm, inside _settle
-    rt = start_engine(venue)
+    rt = start_engine(FakeVenue(unique("alpha")))
+    writes = rt.store.transition_many
+
+    def blinks_at_confirm(batch):  # the database fails the confirm's write: _confirm, inside _settle
+        if any(c.target is Status.CONFIRMED for c in batch):
+            raise OperationalError("UPDATE orders", {}, Exception("the database went away"))
+        return writes(batch)
+
+    rt.store.transition_many = blinks_at_confirm
     before = scrape(client)
     place(rt, "0.5")
     wait_for(lambda: scrape(client).minus(before, "orderengine_step_failures_total", step="confirm") >= 1)

@@ -5,13 +5,21 @@ promises that nothing was sent."""
 from __future__ import annotations
 
 import datetime as dt
+import time
+from decimal import Decimal
 
 import pytest
 
+from orderengine.clock import skewed, utcnow
+from orderengine.execution import Held
 from orderengine.intake import submit_order
+from orderengine.runtime import Runtime, WorkerServices
 from orderengine.schemas import parse_order_request
-from tests.fakes import DeafVenue, LateLanding
+from orderengine.tokens import SOL, USDC
+from orderengine.venue import SwapRequest, TxState, TxStatus, Venue
+from tests.fakes import DeafVenue, FakeVenue, LateLanding, registry_of
 from tests.unit.conftest import SOL_USDC, wait_terminal
+from tests.unit.test_no_order_waits_forever import order_in_building_on
 
 
 def submit(runtime, **fields):
@@ -64,6 +72,27 @@ def test_past_its_window_an_order_is_still_asked_about_step_max_failures_times_b
     assert [g >= dt.timedelta(seconds=0.2 * 2 ** i) for i, g in enumerate(gaps)] == [True] * 3
 
 
+class UnsignedLookups(FakeVenue):
+    """Its send raises after the venue took it; its lookups then say PENDING without the
+    signature the engine would record: a malformed answer, not one to go on with."""
+
+    def lookups(self, client_tx_ids):
+        self.asked = getattr(self, "asked", 0) + 1
+        return [TxStatus(TxState.PENDING) for _ in client_tx_ids]
+
+
+def test_a_venue_whose_lookups_are_malformed_ends_the_order_venue_unreachable_after_its_window(start_engine):
+    venue = UnsignedLookups("alpha", fail_sends=1)
+    venue.validity_window_s = 1.0
+    rt = start_engine(venue, step_max_failures=3, retry_backoff_ms=50)
+    row = wait_terminal(rt, submit(rt), timeout=20)
+    events = rt.store.events(row.id)
+    assert statuses(events) == ["pending", "routing", "building", "failed"]
+    assert row.error["code"] == "VENUE_UNREACHABLE" and "malformed statuses" in row.error["message"]
+    assert events[-1].at - events[-2].at >= dt.timedelta(seconds=1.0) and venue.asked >= 3
+    assert venue.executions == 1  # never sent again
+
+
 @pytest.mark.parametrize("where", ["building", "submitted"])
 def test_a_venue_that_answers_again_before_the_bound_settles_the_order_normally(start_engine, where):
     venue = DeafVenue("alpha", fail_sends=1 if where == "building" else 0, deaf_for=2)
@@ -114,3 +143,104 @@ def test_an_expired_order_whose_send_lands_late_is_confirmed_once(start_engine):
     assert statuses(rt.store.events(row.id)) == ["pending", "routing", "building", "submitted", "confirmed"]
     assert venue.lookup_times[0] >= row.created_at + dt.timedelta(milliseconds=TTL_MS)  # UNKNOWN, past TTL
     assert venue.executions == 1 and venue.fills == 1
+
+
+# --- taken over in `building`: the worker before may have sent it until ORDER_TTL_MS ----------
+
+TAKEOVER = dict(order_ttl_ms=30_000, venue_call_timeout_ms=5_000)
+TAKEOVER_WINDOW_S = 10.0
+#: the dead worker's last send may start at created + ORDER_TTL_MS and last VENUE_CALL_TIMEOUT_MS;
+#: the window runs from there (created + 45 s here), not from `building` (+ 10 s)
+LAST_SEND_S = (TAKEOVER["order_ttl_ms"] + TAKEOVER["venue_call_timeout_ms"]) / 1000
+
+
+@pytest.fixture
+def taken_over(settings):
+    """A worker that never sent anything, and an order a dead worker left in `building` on
+    `alpha` (whose lookups say UNKNOWN: the dead worker's last send is still on its way)."""
+    alpha = FakeVenue("alpha")
+    alpha.validity_window_s = TAKEOVER_WINDOW_S
+    rt = Runtime(settings.replace(**TAKEOVER), registry=registry_of(alpha))
+    services = WorkerServices(rt)  # not started: the test runs its steps, at the moments it says
+    order_id = order_in_building_on(rt, "alpha")
+    building = rt.store.events(order_id)[2].at
+
+    def step_at(seconds: float):
+        """Run the order's step as the new holder would, `seconds` after its `building`."""
+        with skewed(building + dt.timedelta(seconds=seconds) - utcnow()):
+            services.executor.run([Held.of(rt.store.get(order_id))])
+        return rt.store.get(order_id)
+
+    yield rt, alpha, order_id, step_at
+    services.executor.close()
+    services.fetcher.close()
+    rt.close()
+
+
+def test_an_order_taken_over_in_building_past_its_ttl_waits_while_a_send_of_the_worker_before_can_land(
+        taken_over):
+    rt, alpha, order_id, step_at = taken_over
+    # past the TTL, past the window from `building`, and past the window from the TTL alone
+    row = step_at(LAST_SEND_S - 3)
+    assert row.status == "building", row.error  # not TX_DROPPED: the dead worker's send may land
+    assert alpha.executions == 0  # and nothing is sent past the TTL
+    # the dead worker's last send lands: the order goes on with it, filled once
+    swap = SwapRequest("alpha-pool", SOL, USDC, Decimal("1"), Decimal("140"))
+    alpha.execute(swap, f"{order_id}:1")
+    row = step_at(LAST_SEND_S + TAKEOVER_WINDOW_S - 1)
+    assert row.status == "submitted" and row.tx_hash == f"sig-{order_id}:1"
+    assert alpha.executions == 1 and alpha.fills == 1
+
+
+def test_an_order_taken_over_in_building_past_its_ttl_is_dropped_once_no_send_can_land(taken_over):
+    rt, alpha, order_id, step_at = taken_over
+    assert step_at(LAST_SEND_S + TAKEOVER_WINDOW_S - 1).status == "building"
+    row = step_at(LAST_SEND_S + TAKEOVER_WINDOW_S + 0.5)
+    assert (row.status, row.error["code"]) == ("failed", "TX_DROPPED")
+    assert [e.status.value for e in rt.store.events(order_id)] == ["pending", "routing", "building", "failed"]
+    assert alpha.executions == 0
+
+
+def test_an_order_taken_over_in_building_on_a_venue_not_loaded_waits_for_the_last_possible_send(
+        settings, monkeypatch):
+    monkeypatch.setattr(Venue, "validity_window_s", TAKEOVER_WINDOW_S)  # assumed for a venue not loaded
+    rt = Runtime(settings.replace(**TAKEOVER), registry=registry_of(FakeVenue("alpha")))
+    services = WorkerServices(rt)
+    try:
+        order_id = order_in_building_on(rt, "gone")
+        building = rt.store.events(order_id)[2].at
+
+        def step_at(seconds):
+            with skewed(building + dt.timedelta(seconds=seconds) - utcnow()):
+                services.executor.run([Held.of(rt.store.get(order_id))])
+            return rt.store.get(order_id)
+
+        row = step_at(LAST_SEND_S + TAKEOVER_WINDOW_S - 1)
+        assert row.status == "building" and row.work_owner is None  # handed back, not failed
+        row = step_at(LAST_SEND_S + TAKEOVER_WINDOW_S + 0.5)
+        assert (row.status, row.error["code"]) == ("failed", "VENUE_UNAVAILABLE")
+    finally:
+        services.executor.close()
+        services.fetcher.close()
+        rt.close()
+
+
+def test_no_send_starts_past_the_ttl_even_when_the_lookup_before_it_ends_past_it(settings):
+    class SlowLookups(FakeVenue):
+        def lookups(self, client_tx_ids):
+            time.sleep(1.2)  # asked within the TTL, answers after it
+            return super().lookups(client_tx_ids)
+
+    alpha = SlowLookups("alpha")
+    rt = Runtime(settings.replace(order_ttl_ms=1000, venue_call_timeout_ms=5_000),
+                 registry=registry_of(alpha))
+    services = WorkerServices(rt)
+    try:
+        order_id = order_in_building_on(rt, "alpha")
+        services.executor.run([Held.of(rt.store.get(order_id))])
+        row = rt.store.get(order_id)
+        assert row.status == "building" and alpha.executions == 0  # not sent: waits out the window
+    finally:
+        services.executor.close()
+        services.fetcher.close()
+        rt.close()
