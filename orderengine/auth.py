@@ -14,17 +14,26 @@ from __future__ import annotations
 
 import threading
 from collections import OrderedDict
-from dataclasses import dataclass
+import time
+from dataclasses import dataclass, field
 
 from flask import Flask, current_app, g, jsonify, request
 
-from orderengine.errors import Unauthorized
+from orderengine.errors import ServiceUnavailable, Unauthorized
 from orderengine.intake import ANYONE
 from orderengine.keys import ApiKeys, lookup_engine
 
 EXTENSION = "orderengine.auth"
 _MISSING_KEY = "An API key is required: send it as Authorization: Bearer <key>."
 _BAD_KEY = "The API key is not valid: it is unknown or has been revoked."
+REVERIFY_S = 1.0   # an open socket that only listens finds its key revoked within this
+
+
+def key_revoked() -> Unauthorized:
+    """What a socket whose key was revoked while it was open is told before it closes 4401."""
+    refusal = Unauthorized(_BAD_KEY)
+    refusal.key_refused = True
+    return refusal
 
 
 @dataclass(frozen=True)
@@ -33,6 +42,7 @@ class Caller:
     owner: str              # owns the orders it places: the key's name; '' with AUTH=off
     name: str | None        # the key's name; None with AUTH=off
     limit_key: str          # what rate limits count against: key:<owner>, or addr:<client address>
+    key: str | None = field(default=None, repr=False)  # as presented: a socket checks it again as it goes
 
     @property
     def scope(self) -> str | None:
@@ -49,6 +59,29 @@ class Auth:
         self.mode = mode
         self.keys = keys
         self.owners = owners
+        self._verified: dict[str, float] = {}   # key name -> when it was last found active
+        self._verified_lock = threading.Lock()
+
+    def still_active(self, caller: Caller, fresh: bool) -> bool:
+        """Whether the caller's key is still active (always, with AUTH=off). A socket asks on
+        every message it acts on (`fresh`: one lookup, so a key revoked while the socket is
+        open does nothing more once `keys revoke` returned) and once a second while it only
+        listens (then one lookup per key and process per second, whatever the sockets'
+        number). ServiceUnavailable if the database cannot say."""
+        if caller.name is None:
+            return True
+        now = time.monotonic()
+        if not fresh:
+            with self._verified_lock:
+                if now - self._verified.get(caller.name, float("-inf")) < REVERIFY_S:
+                    return True
+        active = caller.key is not None and self.keys.name_of(caller.key) == caller.name
+        with self._verified_lock:
+            if active:
+                self._verified[caller.name] = now
+            else:
+                self._verified.pop(caller.name, None)
+        return active
 
     def caller(self) -> Caller:
         """The caller of the current request; Unauthorized for a missing or bad key."""
@@ -59,10 +92,8 @@ class Auth:
             raise Unauthorized(_MISSING_KEY)
         name = self.keys.name_of(key)
         if name is None:
-            refusal = Unauthorized(_BAD_KEY)
-            refusal.key_refused = True  # RFC 6750: WWW-Authenticate says error="invalid_token"
-            raise refusal
-        return Caller(name, name, f"key:{name}")
+            raise key_revoked()  # RFC 6750: WWW-Authenticate says error="invalid_token"
+        return Caller(name, name, f"key:{name}", key)
 
 
 def init_app(app: Flask, runtime) -> None:
@@ -86,6 +117,20 @@ def current_caller() -> Caller:
 
 def order_owners() -> "OrderOwners":
     return current_app.extensions[EXTENSION].owners
+
+
+def key_check(caller: Caller):
+    """For a socket's handler: `check(fresh) -> bool`, whether `caller` may go on. When the
+    database cannot say, a listening socket goes on (it learns at its next check) and a
+    message acted on fails by itself where it needs the database."""
+    auth: Auth = current_app.extensions[EXTENSION]
+
+    def check(fresh: bool) -> bool:
+        try:
+            return auth.still_active(caller, fresh)
+        except ServiceUnavailable:
+            return True
+    return check
 
 
 def _authenticate():

@@ -80,6 +80,7 @@ from orderengine.routing import QuoteFetcher, QuoteOutcome, decide
 from orderengine.store import Change, OrderStore, Version, Work
 from orderengine.tokens import by_symbol
 from orderengine.venue import QuoteRequest, SwapRequest, TxState, TxStatus, Venue
+from orderengine.logs import brief
 
 log = logging.getLogger(__name__)
 
@@ -294,7 +295,7 @@ class OrderExecutor:
         elif isinstance(exc, EngineError):
             error = StepFailed(f"{exc.code}: {exc.message} ({tail})")
         else:
-            error = StepFailed(f"{tail}: {type(exc).__name__}: {str(exc)[:300]}")
+            error = StepFailed(f"{tail}: {type(exc).__name__}: {brief(exc, 300)}")
         error.retryable = False
         return error
 
@@ -614,7 +615,7 @@ class OrderExecutor:
         cause = ""
         if held.last_failure is not None:
             where, exc = held.last_failure
-            cause = f" (the last failure, in step {where}: {type(exc).__name__}: {str(exc)[:200]})"
+            cause = f" (the last failure, in step {where}: {type(exc).__name__}: {brief(exc, 200)})"
         return TxDropped(
             f"The order was not submitted within {self.settings.order_ttl_ms} ms of being accepted, "
             f"while a send of its swap may have been out{cause}; {venue.name} does not know transaction "
@@ -709,12 +710,12 @@ class OrderExecutor:
                          "client_tx_id": client_tx_id, "sent_at": sent_at})
         if isinstance(exc, MalformedStatus):
             what = (f"gave no usable answer to {held.lookup_failures} questions in a row about {tx}: "
-                    f"it answered malformed statuses (the last: {str(exc)[:200]}). The transaction was "
+                    f"it answered malformed statuses (the last: {brief(exc, 200)}). The transaction was "
                     f"sent around {sent_at}, and its validity window ({_window(venue):g} s) has passed")
         else:
             what = (f"did not answer {held.lookup_failures} questions in a row about {tx}, sent around "
                     f"{sent_at}, and its validity window ({_window(venue):g} s) has passed (the last: "
-                    f"{type(exc).__name__}: {str(exc)[:200]})")
+                    f"{type(exc).__name__}: {brief(exc, 200)})")
         return VenueUnreachable(
             f"Outcome unknown: {venue.name} {what}. The swap may have filled: "
             "reconcile with the venue. Not sent again.",

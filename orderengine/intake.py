@@ -55,6 +55,7 @@ from orderengine.events import Event
 from orderengine.failpoints import failpoint
 from orderengine.schemas import OrderRequest
 from orderengine.store import OrderStore, Work
+from orderengine.logs import brief
 
 log = logging.getLogger(__name__)
 
@@ -312,16 +313,16 @@ class Intake:
             return group
         except (OperationalError, InterfaceError) as exc:  # the database is away: all of them
             log.error("orders not stored: database unavailable",
-                      extra={"orders": len(group), "error": str(exc)[:300]})
+                      extra={"orders": len(group), "error": brief(exc, 300)})
             for t in group:
                 t.finish(error=ServiceUnavailable(_DB_UNAVAILABLE))
             return []
         except Exception as exc:
             if len(group) > 1:  # something in one order: find it by storing them one by one
                 log.warning("group insert failed; storing its orders one by one",
-                            extra={"orders": len(group), "error": str(exc)[:300]})
+                            extra={"orders": len(group), "error": brief(exc, 300)})
                 return [t for one in group for t in self._store([one])]
-            log.error("order not stored", extra={"order_id": group[0].order_id, "error": str(exc)[:300]})
+            log.error("order not stored", extra={"order_id": group[0].order_id, "error": brief(exc, 300)})
             group[0].finish(error=ServiceUnavailable(_DB_UNAVAILABLE)
                             if isinstance(exc, SQLAlchemyError) else exc)
             return []
@@ -342,7 +343,7 @@ class Intake:
             stored = self._stored_after_all(group, exc)
             if stored:  # committed after all: only the answer was lost
                 log.warning("commit outcome unknown; the orders were stored",
-                            extra={"orders": len(stored), "error": str(exc)[:300]})
+                            extra={"orders": len(stored), "error": brief(exc, 300)})
                 for t in group:
                     t.event = stored.get(t.order_id)
                     if t.event is None and t.key is None:  # not stored, and no key to explain why
@@ -365,7 +366,7 @@ class Intake:
                 if attempt + 1 == UNKNOWN_COMMIT_TRIES:
                     log.error("commit outcome unknown and the database cannot be asked: answering 503, "
                               "though these orders may be stored (and will then run)",
-                              extra={"order_ids": ids[:50], "orders": len(ids), "error": str(exc)[:300]})
+                              extra={"order_ids": ids[:50], "orders": len(ids), "error": brief(exc, 300)})
                     raise again
                 time.sleep(UNKNOWN_COMMIT_PAUSE_S * (attempt + 1))
         return {}
@@ -378,7 +379,7 @@ class Intake:
         try:
             self.store.finish_idempotency_keys([(t.key.caller, t.key.key) for t in live])
         except SQLAlchemyError as exc:  # after KEY_IN_PROGRESS_GRACE_S they answer all the same
-            log.warning("could not mark idempotency keys answered", extra={"error": str(exc)[:300]})
+            log.warning("could not mark idempotency keys answered", extra={"error": brief(exc, 300)})
 
     def _settle_keys(self, losers: list[_Ticket]) -> None:
         """Tickets whose key another request holds were not stored: answer them with
@@ -406,7 +407,7 @@ class Intake:
             return stored
         except Exception as exc:
             log.error("orders withdrawn: queue unavailable",
-                      extra={"orders": len(stored), "error": str(exc)[:300]})
+                      extra={"orders": len(stored), "error": brief(exc, 300)})
         live = []
         for t in stored:
             try:

@@ -33,6 +33,12 @@ def redact(text: str) -> str:
     return text
 
 
+def brief(exc: BaseException, limit: int) -> str:
+    """An exception's text fit for a log line or an error message: secrets blanked first,
+    then cut to `limit` (cut first, a password whose closing '@' fell off would show)."""
+    return redact(str(exc))[:limit]
+
+
 def redact_url(url: str | None) -> str | None:
     """A URL fit to print: its password (if any) replaced by ***; the rest as given.
 

@@ -29,6 +29,7 @@ from prometheus_client.multiprocess import MultiProcessCollector
 from orderengine.config import ConfigError, Settings
 from orderengine.events import Event
 from orderengine.lifecycle import TERMINAL, Status
+from orderengine.logs import brief
 from orderengine.venue import TxState, TxStatus
 
 log = logging.getLogger(__name__)
@@ -266,7 +267,7 @@ class QueueDepth:
         try:
             family.add_metric([], self.store.count_unsubmitted())
         except Exception as exc:  # the database is away: every other figure is still served
-            log.warning("queue depth not read", extra={"error": str(exc)[:300]})
+            log.warning("queue depth not read", extra={"error": brief(exc, 300)})
             return
         yield family
 

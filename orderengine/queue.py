@@ -24,6 +24,8 @@ from huey.registry import Message
 from huey.serializer import Serializer
 from huey.storage import MemoryStorage
 
+from orderengine.logs import brief
+
 log = logging.getLogger(__name__)
 
 QUEUE_NAME = "orderengine"
@@ -58,7 +60,7 @@ class JsonSerializer(Serializer):
             return _decode_message(body["message"])
         except (ValueError, KeyError, TypeError, UnicodeDecodeError) as exc:
             log.error("rejected a queue payload that is not an orderengine JSON message",
-                      extra={"error": str(exc)[:200], "size": len(data or b""), "head": repr(bytes(data or b"")[:16])})
+                      extra={"error": brief(exc, 200), "size": len(data or b""), "head": repr(bytes(data or b"")[:16])})
             raise RejectedMessage(str(exc)) from None
 
 

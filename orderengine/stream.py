@@ -18,6 +18,7 @@ from orderengine.auth import OrderOwners
 from orderengine.bus import RESYNC, Subscription
 from orderengine.errors import EngineError, ServiceUnavailable, ValidationError
 from orderengine.events import Event
+from orderengine.logs import brief
 from orderengine.schemas import (
     NotJson, parse_events_since, parse_idempotency_key, parse_json, parse_order_id, parse_order_request,
 )
@@ -137,7 +138,7 @@ class StreamSession:
             events = step()
         except Exception as exc:
             log.warning("stream could not read an order's events; will try again",
-                        extra={"order_id": order_id, "error": str(exc)[:200]})
+                        extra={"order_id": order_id, "error": brief(exc, 200)})
             return
         self._relay(order_id, events)
 
@@ -152,7 +153,7 @@ class StreamSession:
             return self.owners.owner_of(order_id) == self.owner
         except Exception as exc:
             log.warning("stream could not read an order's owner; its event is not sent",
-                        extra={"order_id": order_id, "error": str(exc)[:200]})
+                        extra={"order_id": order_id, "error": brief(exc, 200)})
             return False
 
     def _follow(self, order_id: str, since: int) -> None:

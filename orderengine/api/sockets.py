@@ -19,7 +19,7 @@ from flask_sock import ConnectionClosed, Sock
 
 from orderengine import metrics
 from orderengine.api.orders import limit_key
-from orderengine.auth import current_caller, order_owners
+from orderengine.auth import current_caller, key_check, key_revoked, order_owners
 from orderengine.errors import (
     EngineError, OrderNotFound, ServerBusy, ServiceUnavailable, TooManySockets, Unauthorized,
 )
@@ -74,12 +74,15 @@ def order_socket(ws) -> None:
     runtime = current_app.extensions["orderengine"]
     try:
         caller = current_caller()
+        allowed = key_check(caller)
         order_id = parse_order_id(request.args.get("orderId"))
         since = parse_events_since(request.args.get("since"))
         relay = EventRelay(runtime.store, order_id, since, owner=caller.scope)
         with runtime.bus.subscribe(order_id) as sub:
             _send(ws, relay.replay())
             while not relay.done and ws.connected:
+                if not allowed(fresh=False):   # the key was revoked while the socket was open
+                    raise key_revoked()
                 _discard_client_messages(ws)
                 _send(ws, relay.on_live(sub.get(timeout=WAIT_S)))
     except ConnectionClosed:
@@ -106,6 +109,7 @@ def stream_socket(ws) -> None:
         _close_with_error(ws, exc)
         return
     caller_limit_key = limit_key()
+    allowed = key_check(caller)
 
     def submit(order, idempotency_key):
         return submit_order(runtime, order, idempotency_key, caller=caller.owner,
@@ -121,6 +125,9 @@ def stream_socket(ws) -> None:
                     message = ws.receive(timeout=0)
                     if message is None:
                         break
+                    if not allowed(fresh=True):   # revoked while open: nothing more on this key
+                        _close_with_error(ws, key_revoked())
+                        return
                     session.on_message(message)
                 item = sub.get(timeout=STREAM_WAIT_S)
                 for _ in range(MAX_EVENTS_PER_ROUND):
@@ -129,6 +136,9 @@ def stream_socket(ws) -> None:
                     session.on_live(item)
                     item = sub.get(timeout=0)
                 if time.monotonic() - idle_since >= 1.0:
+                    if not allowed(fresh=False):
+                        _close_with_error(ws, key_revoked())
+                        return
                     session.on_idle()
                     idle_since = time.monotonic()
     except ConnectionClosed:

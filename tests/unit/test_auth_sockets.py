@@ -4,6 +4,7 @@ the stream socket shows a caller only its own orders, `subscribe all` included.
 The handlers run as flask-sock runs them (the request's before_request hooks first, then
 the handler with the socket), on a socket that records what it was sent."""
 import json
+import time
 import uuid
 
 import pytest
@@ -163,3 +164,56 @@ def test_subscribe_all_delivers_only_the_callers_orders_events(runtime, worker):
     finally:
         alice.sub.close()
         bob.sub.close()
+
+
+class RevokedMidway(RecordingSocket):
+    """Says `script` in turn, running any callable in it (a revocation) when it comes to it."""
+
+    def receive(self, timeout=None):
+        while self.script and callable(self.script[0]):
+            self.script.pop(0)()
+        return super().receive(timeout)
+
+
+def test_a_key_revoked_while_its_stream_socket_is_open_places_nothing_more(app, runtime, keys):
+    key = keys.create("alice")
+    submit = {"action": "submit", "order": SOL_USDC}
+    socket = RevokedMidway([submit, submit])
+    socket.script.insert(1, lambda: keys.revoke("alice"))
+
+    open_socket(app, f"/api/orders/stream?apiKey={key}", socket)
+
+    assert socket.close_code == 4401
+    assert [m.get("type") or m["error"]["code"] for m in socket.sent if "seq" not in m] == \
+        ["accepted", "UNAUTHORIZED"]
+    assert len(runtime.store.page(before=None, limit=10, owner="alice")) == 1
+
+
+class Listening(RecordingSocket):
+    """A client that only listens; `then` runs once, at the first look for its messages.
+    Gives up after `patience_s` (so a test that should fail fails rather than hangs)."""
+
+    def __init__(self, then, patience_s=15.0):
+        super().__init__()
+        self.then, self.deadline = then, time.monotonic() + patience_s
+
+    def receive(self, timeout=None):
+        if self.then is not None:
+            self.then, then = None, self.then
+            then()
+        if time.monotonic() > self.deadline:
+            self.connected = False
+        return None
+
+
+def test_a_listening_socket_is_closed_4401_soon_after_its_key_is_revoked(app, runtime, keys):
+    key = keys.create("alice")
+    order_id = submit_order(runtime, parse_order_request(SOL_USDC), caller="alice").order_id
+    socket = Listening(then=lambda: keys.revoke("alice"))
+    started = time.monotonic()
+
+    open_socket(app, f"/api/orders/execute?orderId={order_id}&apiKey={key}", socket)
+
+    assert socket.close_code == 4401, socket.sent
+    assert socket.sent[-1]["error"]["code"] == "UNAUTHORIZED"
+    assert time.monotonic() - started < 10

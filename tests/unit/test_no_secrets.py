@@ -173,3 +173,12 @@ def test_an_order_error_never_carries_a_secret():
 
     error = StepFailed(f"send: ConnectionError: https://rpc.example.com/?apiKey={TOKEN}")
     assert TOKEN not in error.message and TOKEN not in json.dumps(error.to_dict())
+
+
+def test_a_long_exception_text_is_redacted_before_it_is_cut():
+    """Cut first, a URL whose closing '@' fell beyond the cut would show its password's start."""
+    from orderengine.logs import brief
+
+    exc = RuntimeError("RPC failed: " + "x" * 260 + f" https://rpcuser:{PASSWORD}@rpc.example.com/")
+    for limit in (280, 285, 290, 300):
+        assert PASSWORD[:4] not in brief(exc, limit)
