@@ -366,6 +366,12 @@ class OrderExecutor:
         return sorted(self.venues)
 
     @property
+    def send_grace_s(self) -> tuple[float, float]:
+        """(ORDER_TTL_MS, VENUE_CALL_TIMEOUT_MS) in seconds: how `_latest_send` bounds the
+        send of an order taken over in `building` (the claim filter uses the same bound)."""
+        return self.settings.order_ttl_ms / 1000, self.settings.venue_call_timeout_ms / 1000
+
+    @property
     def unloaded_window_s(self) -> float:
         """The validity window assumed for a venue not loaded here (its own cannot be read):
         the longest of the contract's default and every loaded venue's."""

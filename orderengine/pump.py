@@ -186,7 +186,8 @@ class Pump:
             # an order whose transaction may be out on a venue not loaded here is left to a
             # worker that has it, until that venue's validity window has passed (execution.py)
             rows = self.store.claim_due(self.worker_id, CLAIM_BATCH, venues=self.executor.venue_names,
-                                        unloaded_since=after_ms(-self.executor.unloaded_window_s * 1000))
+                                        unloaded_since=after_ms(-self.executor.unloaded_window_s * 1000),
+                                        send_grace_s=self.executor.send_grace_s)
         except Exception as exc:  # the database is away: look again shortly
             # PostgreSQL may have committed the claim before the connection died: the pump
             # looks for what this worker holds there (`_adopt_lost_claim`, after any failure:

@@ -468,14 +468,19 @@ class OrderStore:
                 for oid, token, w in items]).rowcount
 
     def claim_due(self, owner: str, limit: int, now: dt.datetime | None = None,
-                  venues: list[str] | None = None, unloaded_since: dt.datetime | None = None) -> list[Any]:
+                  venues: list[str] | None = None, unloaded_since: dt.datetime | None = None,
+                  send_grace_s: tuple[float, float] | None = None) -> list[Any]:
         """Take up to `limit` orders whose next step is due and that no worker holds,
         for `owner`, in one statement; their snapshots, earliest due first. On
         PostgreSQL rows another worker is claiming are skipped (SKIP LOCKED), so
         workers never wait for each other and never take the same order.
         With `venues` (those loaded in the claiming worker): an order whose transaction
         may be out (`building`, `submitted`) on another venue is left for a worker that has
-        it, unless it entered that status before `unloaded_since` (then anyone may end it)."""
+        it, unless its transaction was (possibly) sent before `unloaded_since` (then anyone
+        may end it). With `send_grace_s` = (ORDER_TTL_MS, VENUE_CALL_TIMEOUT_MS) in seconds,
+        a `building` order's latest possible send is taken as the executor takes it
+        (`_latest_send`: max(updated_at, created_at + TTL) + call timeout), so a worker
+        without the venue does not claim it only to hand it back."""
         now = now or utcnow()
         due = (sa.select(orders.c.id)
                .where(orders.c.work_owner.is_(None), orders.c.work_due_at <= now,
@@ -485,7 +490,15 @@ class OrderStore:
             elsewhere = [orders.c.status.in_(_MAYBE_SENT), orders.c.venue.is_not(None),
                          orders.c.venue.not_in(list(venues))]
             if unloaded_since is not None:
-                elsewhere.append(orders.c.updated_at > unloaded_since)
+                recent = orders.c.updated_at > unloaded_since
+                if send_grace_s is not None:
+                    ttl, call = (dt.timedelta(seconds=s) for s in send_grace_s)
+                    building = orders.c.status == Status.BUILDING.value
+                    recent = sa.or_(
+                        sa.and_(sa.not_(building), recent),
+                        sa.and_(building, sa.or_(orders.c.updated_at > unloaded_since - call,
+                                                 orders.c.created_at > unloaded_since - call - ttl)))
+                elsewhere.append(recent)
             due = due.where(sa.not_(sa.and_(*elsewhere)))
         with self.writer.begin() as conn:
             if conn.dialect.name == "postgresql":

@@ -130,8 +130,9 @@ def test_an_order_maybe_sent_on_a_venue_not_loaded_is_left_to_others_then_fails_
     alpha = FakeVenue("alpha")
     rt = start_engine(alpha, order_ttl_ms=1000, venue_call_timeout_ms=500)
     order_id = order_in_building_on(rt, "gone")
-    # inside the window: a worker without the venue does not take it (nor keep taking it back)
-    deadline = time.monotonic() + 1.2
+    # inside the window (which runs from the last possible send: created + TTL + call timeout,
+    # 3.5 s from now): a worker without the venue does not take it (nor keep taking it back)
+    deadline = time.monotonic() + 3.0
     while time.monotonic() < deadline:
         row = rt.store.get(order_id)
         assert row.status == "building" and row.work_owner is None
