@@ -45,7 +45,7 @@ import uuid
 from dataclasses import dataclass
 from typing import Callable
 
-from sqlalchemy.exc import DBAPIError, InterfaceError, OperationalError, SQLAlchemyError
+from sqlalchemy.exc import DBAPIError, IntegrityError, InterfaceError, OperationalError, SQLAlchemyError
 
 from orderengine import metrics
 from orderengine.admission import QueueCap, RateLimit
@@ -340,20 +340,34 @@ class Intake:
         except DBAPIError as exc:
             if not _outcome_unknown(exc):
                 raise
-            stored = self._stored_after_all(group, exc)
-            if stored:  # committed after all: only the answer was lost
-                log.warning("commit outcome unknown; the orders were stored",
-                            extra={"orders": len(stored), "error": brief(exc, 300)})
-                for t in group:
-                    t.event = stored.get(t.order_id)
-                    if t.event is None and t.key is None:  # not stored, and no key to explain why
-                        t.finish(error=ServiceUnavailable(_DB_UNAVAILABLE))
-                return
+            if self._keep_stored(group, self._stored_after_all(group, exc), exc):
+                return  # committed after all: only the answer was lost
             if not exc.connection_invalidated:
                 raise
-            events = self.store.create_many(new, keys, self.key_ttl_s, owners)
+            try:
+                events = self.store.create_many(new, keys, self.key_ttl_s, owners)
+            except IntegrityError:
+                # the server finished the first COMMIT after it was asked: those rows are
+                # there now (the ids are ours alone), so ask once more
+                if self._keep_stored(group, self._stored_after_all(group, exc), exc):
+                    return
+                raise
         for t, event in zip(group, events):
             t.event = event
+
+    def _keep_stored(self, group: list[_Ticket], stored: dict[str, Event], exc: BaseException) -> bool:
+        """After a commit whose outcome was unknown: the tickets whose orders the database
+        has take their `pending` event; the others (if any were stored) are answered 503.
+        False when none was stored."""
+        if not stored:
+            return False
+        log.warning("commit outcome unknown; the orders were stored",
+                    extra={"orders": len(stored), "error": brief(exc, 300)})
+        for t in group:
+            t.event = stored.get(t.order_id)
+            if t.event is None and t.key is None:  # not stored, and no key to explain why
+                t.finish(error=ServiceUnavailable(_DB_UNAVAILABLE))
+        return True
 
     def _stored_after_all(self, group: list[_Ticket], exc: BaseException) -> dict[str, Event]:
         """The `pending` events of the group's orders that the database has, after a commit

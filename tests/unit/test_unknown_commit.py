@@ -62,3 +62,35 @@ def test_an_order_whose_commit_failed_before_the_server_committed_is_answered_50
     with pytest.raises(ServiceUnavailable):
         submit_order(runtime, parse_order_request(SOL_USDC))
     assert runtime.store.page(before=None, limit=10) == []
+
+
+def test_an_order_whose_commit_landed_only_after_intake_asked_is_answered_201_not_refused(
+        runtime, worker, venues, monkeypatch):
+    """Seen in the crash matrix: the connection died with the COMMIT on its way, intake asked
+    which orders were stored before the server had finished that COMMIT (none yet), inserted
+    again and hit the unique key: the order was there after all, and must not be refused."""
+    from sqlalchemy.exc import OperationalError
+
+    store = runtime.store
+    real_create, real_first = store.create_many, store.first_events
+    calls = {"create": 0, "first": 0}
+
+    def create_many(*args, **kwargs):
+        calls["create"] += 1
+        events = real_create(*args, **kwargs)   # the server commits...
+        if calls["create"] == 1:                # ...but the answer is lost, with the connection
+            raise OperationalError("COMMIT", {}, Exception("server closed the connection"),
+                                   connection_invalidated=True)
+        return events
+
+    def first_events(ids):
+        calls["first"] += 1
+        return {} if calls["first"] == 1 else real_first(ids)   # asked before the COMMIT landed
+
+    monkeypatch.setattr(store, "create_many", create_many)
+    monkeypatch.setattr(store, "first_events", first_events)
+    accepted = submit_order(runtime, parse_order_request(SOL_USDC))
+
+    assert calls == {"create": 2, "first": 2}
+    assert wait_terminal(runtime, accepted.order_id).status == "confirmed"
+    assert venues[0].fills + venues[1].fills == 1
