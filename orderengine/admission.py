@@ -17,7 +17,6 @@ import threading
 import time
 from typing import Any, Callable
 
-import sqlalchemy as sa
 from limits import RateLimitItemPerMinute
 from limits.storage import MemoryStorage, RedisStorage
 from limits.strategies import MovingWindowRateLimiter
@@ -25,8 +24,7 @@ from sqlalchemy.engine import Engine
 from sqlalchemy.exc import SQLAlchemyError
 
 from orderengine.errors import Overloaded, RateLimited
-from orderengine.lifecycle import Status
-from orderengine.models import orders
+from orderengine.store import count_unsubmitted
 
 log = logging.getLogger(__name__)
 
@@ -37,8 +35,6 @@ WARN_EVERY_S = 10.0
 QUEUE_COUNT_REFRESH_S = 0.2
 #: what a client refused with OVERLOADED is told to wait: the count is fresh again by then
 OVERLOADED_RETRY_AFTER_S = 1
-#: accepted but not yet handed to a venue in the current attempt (`retrying` goes back to `routing`)
-UNSUBMITTED = tuple(s.value for s in (Status.PENDING, Status.ROUTING, Status.BUILDING, Status.RETRYING))
 
 
 class _Warner:
@@ -162,10 +158,3 @@ class QueueCap:
         with self._lock:
             self._count, self._admitted_since, self._read_at = count, 0, started
 
-
-def count_unsubmitted(engine: Engine, at_most: int) -> int:
-    """How many orders are accepted and not yet submitted, counting no further than `at_most`
-    (an index range scan on ix_orders_status_created_at_id: its cost is bounded by the cap)."""
-    inner = sa.select(sa.literal(1)).where(orders.c.status.in_(UNSUBMITTED)).limit(at_most).subquery()
-    with engine.connect() as conn:
-        return conn.execute(sa.select(sa.func.count()).select_from(inner)).scalar_one()

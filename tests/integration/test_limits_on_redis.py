@@ -6,7 +6,7 @@ import time
 
 import pytest
 
-from orderengine.admission import count_unsubmitted
+from orderengine.store import count_unsubmitted
 from orderengine.errors import Overloaded, RateLimited, TooManySockets
 from orderengine.intake import submit_order
 from tests.integration.watching import order_request
